@@ -1,0 +1,3 @@
+"""cadvisor-events: Prometheus counters from cAdvisor container events."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,343 @@
+"""cAdvisor's events API as a client: targets, URLs, history and stream requests on treq.
+
+The only module that builds cAdvisor URLs or talks HTTP to a cAdvisor. It
+turns every upstream failure into :class:`UpstreamError` (with a short reason
+a person can act on and a ``reason`` slug for metrics) and never lets a
+password reach a log, a label or an error message.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Optional
+from urllib.parse import quote, urlencode, urlsplit
+
+import attrs
+import treq
+from twisted.internet import defer
+from twisted.internet.error import (
+    ConnectError,
+    ConnectionRefusedError,
+    DNSLookupError,
+    TimeoutError as ConnectTimeoutError,
+)
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone, ResponseFailed
+from twisted.web.http import PotentialDataLoss
+from twisted.internet.main import CONNECTION_DONE as _DONE
+from twisted.web.http_headers import Headers
+
+log = Logger()
+
+DEFAULT_PORT = 8080
+EVENTS_PATH = "/api/v1.3/events"
+EXCERPT_BYTES = 200
+
+
+@attrs.frozen
+class Target:
+    """One cAdvisor: where it is and how to reach it.
+
+    ``name`` (``host:port``) is what labels, logs and pages show; the
+    credentials are kept out of ``repr`` and never rendered.
+    """
+
+    host: str
+    port: int
+    scheme: str = "http"
+    username: Optional[str] = attrs.field(default=None, repr=False)
+    password: Optional[str] = attrs.field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        """``host:port`` as configured (IPv6 hosts in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """``scheme://host:port`` without credentials."""
+        return f"{self.scheme}://{self.name}"
+
+
+class TargetError(ValueError):
+    """A target string that cannot name a cAdvisor; the message says why."""
+
+
+def parse_target(text: str, default_port: int = DEFAULT_PORT) -> Target:
+    """Parse ``HOST``, ``HOST:PORT``, ``[V6]:PORT`` or ``http(s)://[user:pass@]HOST[:PORT][/...]``.
+
+    Any path or query after the host is ignored (the events path is fixed).
+
+    :raises TargetError: for an empty host, a bad port or another scheme.
+    """
+    text = text.strip()
+    if not text:
+        raise TargetError("empty target")
+    if "://" not in text:
+        text = "http://" + text
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+        host = parts.hostname
+    except ValueError as e:
+        raise TargetError(f"malformed target {_redact(text)!r}: {e}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise TargetError(f"target scheme must be http or https, not {scheme!r}")
+    if not host:
+        raise TargetError(f"target {_redact(text)!r} has no host")
+    if any(c in host for c in " /\\?#@") or not host.isascii():
+        raise TargetError(f"target host {host!r} is not a host name or address")
+    if port is None:
+        port = 443 if scheme == "https" and ":" not in parts.netloc.rpartition("@")[2] else default_port
+    if not 0 < port < 65536:
+        raise TargetError(f"target port {port} out of range")
+    return Target(
+        host=host,
+        port=port,
+        scheme=scheme,
+        username=parts.username,
+        password=parts.password,
+    )
+
+
+def _redact(text: str) -> str:
+    """``text`` with any ``user:password@`` removed, for error messages."""
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return text
+    netloc, slash, path = rest.partition("/")
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    return f"{scheme}{sep}{netloc}{slash}{path}"
+
+
+def is_ip_literal(host: str) -> bool:
+    """Whether ``host`` is an IPv4/IPv6 literal (no DNS needed)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def type_selection(oom_only: bool) -> list[tuple[str, str]]:
+    """The event-type flags: every type, or only the two OOM types (Go seed's ``-oom-only``)."""
+    if oom_only:
+        return [("oom_events", "true"), ("oom_kill_events", "true")]
+    return [("all_events", "true")]
+
+
+def history_url(target: Target, *, oom_only: bool, start_time: Optional[str] = None) -> str:
+    """The history request: every retained event (``max_events=-1``), optionally since ``start_time``.
+
+    ``start_time`` is passed through verbatim (the original nanosecond string;
+    cAdvisor's bound is inclusive, so expect the boundary event again).
+    """
+    query = [("subcontainers", "true"), ("max_events", "-1")] + type_selection(oom_only)
+    if start_time is not None:
+        query.append(("start_time", start_time))
+    return f"{target.base_url}{EVENTS_PATH}?{urlencode(query, quote_via=quote)}"
+
+
+def stream_url(target: Target, *, oom_only: bool) -> str:
+    """The stream request: new events as they happen (never history)."""
+    query = [("stream", "true"), ("subcontainers", "true")] + type_selection(oom_only)
+    return f"{target.base_url}{EVENTS_PATH}?{urlencode(query, quote_via=quote)}"
+
+
+@attrs.frozen
+class UpstreamError(Exception):
+    """A cAdvisor that answered badly or not at all.
+
+    ``reason`` is a short slug for metrics (``refused``, ``dns``, ``timeout``,
+    ``status``, ``body``, ``too_large``, ``connect``, ``reset``); ``message``
+    is for people and never holds credentials.
+    """
+
+    reason: str
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def describe_failure(target: Target, failure) -> UpstreamError:
+    """Turn a connection-level failure into an :class:`UpstreamError` naming ``target``."""
+    if isinstance(failure, UpstreamError):
+        return failure
+    error = getattr(failure, "value", failure)
+    if isinstance(error, UpstreamError):
+        return error
+    if isinstance(error, (defer.TimeoutError, ConnectTimeoutError, defer.CancelledError)):
+        return UpstreamError("timeout", f"{target.base_url} did not answer in time")
+    if isinstance(error, ConnectionRefusedError):
+        return UpstreamError("refused", f"{target.base_url}: connection refused")
+    if isinstance(error, DNSLookupError):
+        return UpstreamError("dns", f"{target.base_url}: host name does not resolve")
+    if isinstance(error, ConnectError):
+        return UpstreamError("connect", f"{target.base_url}: cannot connect ({error.__class__.__name__})")
+    if isinstance(error, ResponseFailed):
+        inner = ", ".join(r.getErrorMessage() for r in error.reasons) or "connection lost"
+        return UpstreamError("reset", f"{target.base_url}: response failed ({inner})")
+    return UpstreamError("connect", f"{target.base_url}: {error.__class__.__name__}: {error}")
+
+
+def excerpt(body: bytes) -> str:
+    """The first bytes of a bad body, printable, for an error message."""
+    text = body[:EXCERPT_BYTES].decode("utf-8", "replace")
+    text = "".join(c if c.isprintable() else " " for c in text).strip()
+    return text + ("..." if len(body) > EXCERPT_BYTES else "")
+
+
+def auth_headers(target: Target) -> Headers:
+    """Request headers, with HTTP basic auth when the target carries credentials."""
+    headers = Headers({b"Accept": [b"application/json"]})
+    if target.username is not None:
+        import base64
+
+        token = base64.b64encode(f"{target.username}:{target.password or ''}".encode()).decode()
+        headers.addRawHeader(b"Authorization", f"Basic {token}".encode())
+    return headers
+
+
+class CAdvisorClient:
+    """Requests against cAdvisors through one treq ``HTTPClient``.
+
+    Tests pass a ``treq.testing.StubTreq`` as ``http``; the service passes an
+    ``HTTPClient`` over its own connection pool.
+    """
+
+    def __init__(self, reactor, http=None) -> None:
+        self._reactor = reactor
+        self._http = http if http is not None else treq
+
+    def fetch_history(
+        self,
+        target: Target,
+        *,
+        oom_only: bool,
+        start_time: Optional[str] = None,
+        timeout: float = 30.0,
+        max_bytes: int = 256 * 1024 * 1024,
+    ) -> defer.Deferred:
+        """GET the history; fire with the whole body (bytes) of a 200 answer.
+
+        The timeout covers the whole exchange, body included.
+
+        :raises UpstreamError: (as the Deferred's failure) on connect errors,
+            a non-200 status (message holds an excerpt of the body), a body
+            over ``max_bytes``, or the timeout (``reason="timeout"``).
+        """
+        url = history_url(target, oom_only=oom_only, start_time=start_time)
+        return self._get_body(target, url, timeout=timeout, max_bytes=max_bytes)
+
+    @defer.inlineCallbacks
+    def _get_body(self, target: Target, url: str, *, timeout: float, max_bytes: int):
+        deadline = self._reactor.seconds() + timeout
+        request = self._http.get(url, headers=auth_headers(target), unbuffered=True)
+        request.addTimeout(timeout, self._reactor)
+        try:
+            response = yield request
+        except Exception as e:
+            raise describe_failure(target, e)
+        finished: defer.Deferred = defer.Deferred(lambda d: reader.abort())
+        reader = LimitedBodyReader(finished, max_bytes)
+        response.deliverBody(reader)
+        finished.addTimeout(max(deadline - self._reactor.seconds(), 0), self._reactor)
+        try:
+            body = yield finished
+        except BodyTooLarge:
+            raise UpstreamError(
+                "too_large", f"{target.base_url}: history larger than {max_bytes} bytes"
+            )
+        except Exception as e:
+            if response.code == 200 or not reader.chunks:
+                raise describe_failure(target, e)
+            body = b"".join(reader.chunks)
+        if response.code != 200:
+            raise UpstreamError(
+                "status", f"{target.base_url} answered HTTP {response.code}: {excerpt(body)}"
+            )
+        return body
+
+    def open_stream(self, target: Target, *, oom_only: bool, timeout: float = 30.0) -> defer.Deferred:
+        """GET the stream; fire with the IResponse once a 200's headers arrived.
+
+        The caller delivers the body to a protocol (``response.deliverBody``).
+        ``timeout`` covers connecting and the headers only: a healthy stream
+        may stay silent for hours.
+
+        :raises UpstreamError: on connect errors, timeouts and non-200 answers
+            (their body excerpt read within ``timeout``).
+        """
+        url = stream_url(target, oom_only=oom_only)
+        request = self._http.get(url, headers=auth_headers(target), unbuffered=True)
+        request.addTimeout(timeout, self._reactor)
+
+        def check(response):
+            if response.code == 200:
+                return response
+            body = treq.content(response)
+            body.addTimeout(timeout, self._reactor)
+
+            def fail(content):
+                raise UpstreamError(
+                    "status", f"{target.base_url} answered HTTP {response.code}: {excerpt(content)}"
+                )
+
+            body.addCallbacks(fail, lambda _: fail(b""))
+            return body
+
+        def translate(failure):
+            raise describe_failure(target, failure)
+
+        request.addCallbacks(check, translate)
+        return request
+
+
+class BodyTooLarge(Exception):
+    """The body grew past the reader's limit; the connection was dropped."""
+
+
+class LimitedBodyReader(Protocol):
+    """Collect a response body up to ``max_bytes``, dropping the connection beyond.
+
+    ``finished`` fires with the body on a clean end (``ResponseDone``, or
+    ``PotentialDataLoss`` for a body delimited by connection close, which a Go
+    client accepts too) and fails otherwise. :meth:`abort` (the Deferred's
+    canceller, used by timeouts) stops the transport so nothing leaks.
+    """
+
+    def __init__(self, finished: defer.Deferred, max_bytes: int) -> None:
+        self.finished: Optional[defer.Deferred] = finished
+        self.max_bytes = max_bytes
+        self.size = 0
+        self.chunks: list[bytes] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.finished is None:
+            return
+        self.size += len(data)
+        if self.size > self.max_bytes:
+            finished, self.finished = self.finished, None
+            self.abort()
+            finished.errback(BodyTooLarge())
+            return
+        self.chunks.append(data)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.stopProducing()
+
+    def connectionLost(self, reason: Failure = Failure(_DONE)) -> None:
+        finished, self.finished = self.finished, None
+        if finished is None:
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            finished.callback(b"".join(self.chunks))
+        else:
+            finished.errback(reason)
