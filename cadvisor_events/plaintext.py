@@ -36,8 +36,6 @@ class PlainTextResource(resource.Resource):
             request.setHeader(b"Allow", b"GET, HEAD")
             method = request.method.decode("ascii", "replace")
             return error_body(request, 405, f"method {method} not allowed: use GET or HEAD")
-        if request.method == b"HEAD" and not hasattr(self, "render_HEAD"):
-            return self.render_GET(request)
         return super().render(request)
 
 
