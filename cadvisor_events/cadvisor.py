@@ -186,6 +186,18 @@ def describe_failure(target: Target, failure) -> UpstreamError:
     return UpstreamError("connect", f"{target.base_url}: {error.__class__.__name__}: {error}")
 
 
+def timed_out(target: Target, timeout: float):
+    """An ``onTimeoutCancel`` for ``Deferred.addTimeout``: whatever the cancelled
+    request failed with, the reason is the timeout."""
+
+    def as_timeout(result, _timeout):
+        if isinstance(result, Failure):
+            raise UpstreamError("timeout", f"{target.base_url} did not answer within {timeout:g} s")
+        return result
+
+    return as_timeout
+
+
 def excerpt(body: bytes) -> str:
     """The first bytes of a bad body, printable, for an error message."""
     text = body[:EXCERPT_BYTES].decode("utf-8", "replace")
@@ -239,7 +251,7 @@ class CAdvisorClient:
     def _get_body(self, target: Target, url: str, *, timeout: float, max_bytes: int):
         deadline = self._reactor.seconds() + timeout
         request = self._http.get(url, headers=auth_headers(target), unbuffered=True)
-        request.addTimeout(timeout, self._reactor)
+        request.addTimeout(timeout, self._reactor, onTimeoutCancel=timed_out(target, timeout))
         try:
             response = yield request
         except Exception as e:
@@ -247,7 +259,11 @@ class CAdvisorClient:
         finished: defer.Deferred = defer.Deferred(lambda d: reader.abort())
         reader = LimitedBodyReader(finished, max_bytes)
         response.deliverBody(reader)
-        finished.addTimeout(max(deadline - self._reactor.seconds(), 0), self._reactor)
+        finished.addTimeout(
+            max(deadline - self._reactor.seconds(), 0),
+            self._reactor,
+            onTimeoutCancel=timed_out(target, timeout),
+        )
         try:
             body = yield finished
         except BodyTooLarge:
@@ -276,13 +292,13 @@ class CAdvisorClient:
         """
         url = stream_url(target, oom_only=oom_only)
         request = self._http.get(url, headers=auth_headers(target), unbuffered=True)
-        request.addTimeout(timeout, self._reactor)
+        request.addTimeout(timeout, self._reactor, onTimeoutCancel=timed_out(target, timeout))
 
         def check(response):
             if response.code == 200:
                 return response
             body = treq.content(response)
-            body.addTimeout(timeout, self._reactor)
+            body.addTimeout(timeout, self._reactor, onTimeoutCancel=timed_out(target, timeout))
 
             def fail(content):
                 raise UpstreamError(

@@ -88,19 +88,20 @@ def decode_event(line: bytes) -> Event:
     """
     try:
         return _event_decoder.decode(line)
-    except msgspec.DecodeError as e:
+    except (msgspec.DecodeError, UnicodeDecodeError) as e:
         raise InvalidEvent(str(e)) from None
 
 
 def decode_history(body: bytes) -> list[Event]:
     """Decode a history response (one JSON array of events).
 
-    :raises InvalidEvent: when the body is not a JSON array of events; the
+    :raises InvalidEvent: when the body is not a JSON array of events (or holds
+        invalid UTF-8, which msgspec reports as UnicodeDecodeError); the
         message names the first problem (msgspec gives its JSON path).
     """
     try:
         return _history_decoder.decode(body)
-    except msgspec.DecodeError as e:
+    except (msgspec.DecodeError, UnicodeDecodeError) as e:
         raise InvalidEvent(str(e)) from None
 
 

@@ -1,0 +1,164 @@
+"""Tests for cadvisor_events.cadvisor: targets, URLs, and the history/stream client."""
+
+from urllib.parse import parse_qsl, urlsplit
+
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+from twisted.web import resource, server
+from treq.testing import StubTreq
+
+from cadvisor_events.cadvisor import (
+    CAdvisorClient,
+    TargetError,
+    UpstreamError,
+    history_url,
+    parse_target,
+    stream_url,
+)
+
+
+class ParseTargetTests(unittest.TestCase):
+    def test_forms(self):
+        cases = {
+            "10.0.0.5": ("http", "10.0.0.5", 8080),
+            "10.0.0.5:9000": ("http", "10.0.0.5", 9000),
+            "node7": ("http", "node7", 8080),
+            "http://node7:81/": ("http", "node7", 81),
+            "https://node7:8443": ("https", "node7", 8443),
+            "https://node7": ("https", "node7", 443),
+            "[::1]:8080": ("http", "::1", 8080),
+            "http://[::1]": ("http", "::1", 8080),
+            "HTTP://Node7:1/x?y=z": ("http", "node7", 1),
+        }
+        for text, (scheme, host, port) in cases.items():
+            target = parse_target(text)
+            self.assertEqual((target.scheme, target.host, target.port), (scheme, host, port), text)
+
+    def test_names(self):
+        self.assertEqual(parse_target("node7").name, "node7:8080")
+        self.assertEqual(parse_target("[::1]:9").name, "[::1]:9")
+        self.assertEqual(parse_target("https://n:1").base_url, "https://n:1")
+
+    def test_credentials_hidden(self):
+        target = parse_target("https://user:s3cret@node7:8443")
+        self.assertEqual((target.username, target.password), ("user", "s3cret"))
+        self.assertNotIn("s3cret", repr(target))
+        self.assertNotIn("s3cret", target.base_url)
+        self.assertNotIn("s3cret", target.name)
+
+    def test_errors(self):
+        for bad in ["", "   ", "http://", "ftp://x", "x:99999", "x:port", "http://a b", "x:0"]:
+            with self.assertRaises(TargetError, msg=bad):
+                parse_target(bad)
+
+    def test_error_message_hides_password(self):
+        with self.assertRaises(TargetError) as e:
+            parse_target("http://u:pw@host:notaport")
+        self.assertNotIn("pw", str(e.exception))
+
+
+class UrlTests(unittest.TestCase):
+    target = parse_target("h:1")
+
+    def query(self, url):
+        parts = urlsplit(url)
+        self.assertEqual(parts.path, "/api/v1.3/events")
+        return dict(parse_qsl(parts.query))
+
+    def test_history_like_go_seed(self):
+        self.assertEqual(
+            self.query(history_url(self.target, oom_only=False)),
+            {"subcontainers": "true", "max_events": "-1", "all_events": "true"},
+        )
+        self.assertEqual(
+            self.query(history_url(self.target, oom_only=True)),
+            {"subcontainers": "true", "max_events": "-1", "oom_events": "true", "oom_kill_events": "true"},
+        )
+
+    def test_start_time_passed_verbatim(self):
+        ts = "2026-11-24T17:25:55.873677656+03:00"
+        url = history_url(self.target, oom_only=False, start_time=ts)
+        self.assertIn("start_time=2026-11-24T17%3A25%3A55.873677656%2B03%3A00", url)
+        self.assertEqual(self.query(url)["start_time"], ts)
+
+    def test_stream(self):
+        self.assertEqual(
+            self.query(stream_url(self.target, oom_only=False)),
+            {"stream": "true", "subcontainers": "true", "all_events": "true"},
+        )
+
+
+class Fixed(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, code=200, body=b"[]"):
+        super().__init__()
+        self.code, self.body, self.requests = code, body, []
+
+    def render_GET(self, request):
+        self.requests.append(request)
+        request.setResponseCode(self.code)
+        return self.body
+
+
+class Hang(resource.Resource):
+    isLeaf = True
+
+    def __init__(self):
+        super().__init__()
+        self.requests = []
+
+    def render_GET(self, request):
+        self.requests.append(request)
+        return server.NOT_DONE_YET
+
+
+class ClientTests(unittest.TestCase):
+    target = parse_target("https://user:pw@h:1")
+
+    def fetch(self, res, clock=None, **kw):
+        stub = StubTreq(res)
+        client = CAdvisorClient(clock or Clock(), http=stub)
+        d = client.fetch_history(self.target, oom_only=False, **kw)
+        stub.flush()
+        return d
+
+    def test_history_body(self):
+        res = Fixed(body=b"[1]")
+        self.assertEqual(self.successResultOf(self.fetch(res)), b"[1]")
+        auth = res.requests[0].getHeader(b"authorization")
+        self.assertEqual(auth, b"Basic dXNlcjpwdw==")
+
+    def test_non_200_gives_status_error_with_excerpt(self):
+        failure = self.failureResultOf(self.fetch(Fixed(500, b"<html>boom</html>")), UpstreamError)
+        self.assertEqual(failure.value.reason, "status")
+        self.assertIn("HTTP 500", failure.value.message)
+        self.assertIn("boom", failure.value.message)
+        self.assertNotIn("pw", failure.value.message)
+
+    def test_too_large(self):
+        failure = self.failureResultOf(self.fetch(Fixed(body=b"x" * 100), max_bytes=10), UpstreamError)
+        self.assertEqual(failure.value.reason, "too_large")
+
+    def test_timeout(self):
+        clock = Clock()
+        d = self.fetch(Hang(), clock=clock, timeout=5)
+        self.assertNoResult(d)
+        clock.advance(5)
+        failure = self.failureResultOf(d, UpstreamError)
+        self.assertEqual(failure.value.reason, "timeout")
+
+    def test_stream_non_200(self):
+        stub = StubTreq(Fixed(404, b"not here"))
+        d = CAdvisorClient(Clock(), http=stub).open_stream(self.target, oom_only=True)
+        stub.flush()
+        failure = self.failureResultOf(d, UpstreamError)
+        self.assertEqual(failure.value.reason, "status")
+        self.assertIn("404", str(failure.value))
+
+    def test_stream_200_gives_response(self):
+        stub = StubTreq(Fixed(200, b""))
+        d = CAdvisorClient(Clock(), http=stub).open_stream(self.target, oom_only=True)
+        stub.flush()
+        self.assertEqual(self.successResultOf(d).code, 200)

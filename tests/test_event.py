@@ -1,0 +1,138 @@
+"""Tests for cadvisor_events.event: decoding, counting key, nanosecond timestamps."""
+
+import datetime
+
+from hypothesis import given, strategies as st
+from twisted.trial import unittest
+
+from cadvisor_events.event import (
+    Event,
+    InvalidEvent,
+    count_events,
+    decode_event,
+    decode_history,
+    timestamp_ns,
+)
+
+OOM_KILL = (
+    b'{"container_name":"/kubepods/burstable/pod1f/3c9","timestamp":"2026-11-24T17:25:55.873677656-03:00",'
+    b'"event_type":"oomKill","event_data":{"oom":{"pid":23081,"process_name":"java","constraint":"CONSTRAINT_MEMCG"}}}'
+)
+
+
+class DecodeEventTests(unittest.TestCase):
+    def test_oom_kill(self):
+        event = decode_event(OOM_KILL)
+        self.assertEqual(event.container_name, "/kubepods/burstable/pod1f/3c9")
+        self.assertEqual(event.timestamp, "2026-11-24T17:25:55.873677656-03:00")
+        self.assertEqual(event.key, ("/kubepods/burstable/pod1f/3c9", "oomKill", "java"))
+        self.assertEqual(event.event_data.oom.pid, 23081)
+
+    def test_no_data_means_empty_oom_process(self):
+        event = decode_event(
+            b'{"container_name":"/docker/a","timestamp":"2026-11-24T17:25:55Z",'
+            b'"event_type":"containerCreation","event_data":{}}'
+        )
+        self.assertEqual(event.key, ("/docker/a", "containerCreation", ""))
+
+    def test_unknown_keys_and_types_are_kept(self):
+        event = decode_event(
+            b'{"container_name":"/","timestamp":"2026-11-24T17:25:55Z","event_type":"somethingNew",'
+            b'"event_data":{"container_deletion":{"exit_code":-1},"new":[1,2]},"extra":{"a":null}}'
+        )
+        self.assertEqual(event.key, ("/", "somethingNew", ""))
+
+    def test_go_escapes_and_non_ascii(self):
+        event = decode_event(
+            b'{"container_name":"/d","timestamp":"2026-11-24T17:25:55Z","event_type":"oomKill",'
+            b'"event_data":{"oom":{"pid":1,"process_name":"a \\u003cb\\u003e \\u0026 \\"q\\" \\\\ \xc3\xa9\xe6\x97\xa5"}}}'
+        )
+        self.assertEqual(event.oom_process, 'a <b> & "q" \\ \u00e9\u65e5')
+
+    def test_identity_is_the_value(self):
+        self.assertEqual(decode_event(OOM_KILL), decode_event(OOM_KILL))
+        self.assertEqual(len({decode_event(OOM_KILL), decode_event(OOM_KILL)}), 1)
+        other = OOM_KILL.replace(b"23081", b"23082")
+        self.assertNotEqual(decode_event(OOM_KILL), decode_event(other))
+
+    def test_invalid_inputs(self):
+        for bad in [
+            b"",
+            b"not json",
+            b"null",
+            b"[]",
+            b"42",
+            b'"string"',
+            b"{}",
+            b'{"container_name":"/","event_type":"oom"}',
+            b'{"container_name":1,"timestamp":"t","event_type":"oom"}',
+            b'{"container_name":"/","timestamp":"t","event_type":"oom","event_data":{"oom":{"pid":"x"}}}',
+            b'{"container_name":"\xff","timestamp":"t","event_type":"oom"}',
+            OOM_KILL[:-1],
+        ]:
+            with self.assertRaises(InvalidEvent, msg=bad):
+                decode_event(bad)
+
+    @given(st.binary(max_size=200))
+    def test_arbitrary_bytes_raise_only_invalid_event(self, data):
+        try:
+            decode_event(data)
+        except InvalidEvent:
+            pass
+
+
+class HistoryTests(unittest.TestCase):
+    def test_decode_and_count(self):
+        body = b"[" + b",".join([OOM_KILL, OOM_KILL, OOM_KILL.replace(b"java", b"node")]) + b"]"
+        counts = count_events(decode_history(body))
+        self.assertEqual(
+            counts,
+            {
+                ("/kubepods/burstable/pod1f/3c9", "oomKill", "java"): 2,
+                ("/kubepods/burstable/pod1f/3c9", "oomKill", "node"): 1,
+            },
+        )
+
+    def test_empty(self):
+        self.assertEqual(decode_history(b"[]"), [])
+
+    def test_not_an_array(self):
+        for bad in [b"{}", b"<html>", b"[1]", b"[" + OOM_KILL, b"null"]:
+            with self.assertRaises(InvalidEvent):
+                decode_history(bad)
+
+
+class TimestampTests(unittest.TestCase):
+    def test_nanoseconds_kept(self):
+        self.assertEqual(
+            timestamp_ns("2026-11-24T17:25:55.873677656-03:00"),
+            timestamp_ns("2026-11-24T20:25:55.873677656Z"),
+        )
+        base = int(
+            datetime.datetime(2026, 11, 24, 20, 25, 55, tzinfo=datetime.timezone.utc).timestamp()
+        )
+        self.assertEqual(timestamp_ns("2026-11-24T20:25:55.873677656Z"), base * 10**9 + 873677656)
+        self.assertEqual(timestamp_ns("2026-11-24T20:25:55.8Z"), base * 10**9 + 800000000)
+        self.assertEqual(timestamp_ns("2026-11-24T20:25:55Z"), base * 10**9)
+        self.assertEqual(timestamp_ns("2026-11-24T23:55:55+03:30"), base * 10**9)
+
+    def test_trimmed_fractions_order_correctly(self):
+        # As strings "55.87Z" > "55.873Z"; as times it is the other way round.
+        self.assertLess(
+            timestamp_ns("2026-11-24T20:25:55.87Z"), timestamp_ns("2026-11-24T20:25:55.873Z")
+        )
+
+    def test_invalid(self):
+        for bad in [
+            "",
+            "yesterday",
+            "2026-11-24 20:25:55Z",
+            "2026-11-24T20:25:55",
+            "2026-11-24T20:25:55.Z",
+            "2026-11-24T20:25:55.1234567890Z",
+            "2026-13-24T20:25:55Z",
+            "2026-11-24T20:25:55+0300",
+            "2026-11-24T20:25:55.5+03",
+        ]:
+            with self.assertRaises(InvalidEvent, msg=bad):
+                timestamp_ns(bad)
