@@ -1,0 +1,107 @@
+"""Self-metrics of the fleet: per-host follower statistics and global gauges.
+
+Followers keep plain integer attributes (nothing from prometheus_client on the
+per-event path); this module reads them at scrape time and renders the
+``cadvisor_events_*`` families by hand, because a fleet of 10,000 hosts means
+~100,000 samples, which prometheus_client's ``generate_latest`` needs about a
+second to write. It only reads; it never changes a follower or a counter.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, List, Tuple
+
+from prometheus_client.utils import floatToGoString
+
+from .exposition import escape_label_value
+
+PREFIX = "cadvisor_events_"
+
+# (name without _total, type, help, per-host value getter or None for special families)
+HOST_FAMILIES: List[Tuple[str, str, str, Callable]] = [
+    ("target_up", "gauge", "1 while the event stream of the host is open, else 0.",
+     lambda f: 1 if f.up else 0),
+    ("received", "counter", "Events parsed from the host's stream and history.",
+     lambda f: f.received),
+    ("invalid_lines", "counter", "Lines from the host that were not a valid event (skipped).",
+     lambda f: f.invalid_lines),
+    ("stream_connects", "counter", "Event streams opened to the host (200 received).",
+     lambda f: f.connects),
+    ("backfilled", "counter", "Events counted from the host's history after a (re)connect.",
+     lambda f: f.backfilled),
+    ("duplicates_dropped", "counter", "Events already counted, seen again and dropped.",
+     lambda f: f.duplicates_dropped),
+]
+
+
+class FleetMetrics:
+    """Renders the self-metric families from the live fleet state.
+
+    ``fleet`` has ``followers`` (name -> follower) and ``targets_total``;
+    ``counters`` is the :class:`~cadvisor_events.counters.EventCounters`;
+    ``watcher`` (optional) has ``last_reload_successful`` and
+    ``last_reload_success_time``.
+    """
+
+    def __init__(self, fleet, counters, watcher=None) -> None:
+        self.fleet = fleet
+        self.counters = counters
+        self.watcher = watcher
+
+    def render(self, openmetrics: bool = False) -> str:
+        out: List[str] = []
+        followers = list(self.fleet.followers.values())
+        hosts = [(f, f'host="{escape_label_value(f.target.name)}"') for f in followers]
+        for name, kind, help_text, getter in HOST_FAMILIES:
+            lines = [f"{PREFIX}{name}{_suffix(kind)}{{{label}}} {getter(f)}" for f, label in hosts]
+            _family(out, name, kind, help_text, lines, openmetrics)
+        failures = [
+            f'{PREFIX}stream_failures_total{{{label},reason="{escape_label_value(reason)}"}} {n}'
+            for f, label in hosts
+            for reason, n in sorted(f.failures.items())
+        ]
+        _family(out, "stream_failures", "counter",
+                "Stream attempts or streams that failed, by reason.", failures, openmetrics)
+        last = [
+            f"{PREFIX}last_event_timestamp_seconds{{{label}}} {floatToGoString(f.last_event_time)}"
+            for f, label in hosts
+            if f.last_event_time is not None
+        ]
+        _family(out, "last_event_timestamp_seconds", "gauge",
+                "Timestamp of the newest event counted from the host.", last, openmetrics)
+        _family(out, "series", "gauge", "Event series currently held.",
+                [f"{PREFIX}series {self.counters.series_count}"], openmetrics)
+        evicted = [
+            f'{PREFIX}series_evicted_total{{reason="{reason}"}} {n}'
+            for reason, n in sorted(self.counters.evicted.items())
+        ]
+        _family(out, "series_evicted", "counter",
+                "Event series forgotten, by reason (ttl, max_series, target_removed).",
+                evicted, openmetrics)
+        _family(out, "targets", "gauge", "Targets followed by this process (after sharding).",
+                [f"{PREFIX}targets {len(followers)}"], openmetrics)
+        if self.watcher is not None:
+            ok = 1 if self.watcher.last_reload_successful else 0
+            _family(out, "config_last_reload_successful", "gauge",
+                    "1 if the last targets file (re)load succeeded.",
+                    [f"{PREFIX}config_last_reload_successful {ok}"], openmetrics)
+            when = self.watcher.last_reload_success_time
+            if when is not None:
+                _family(out, "config_last_reload_success_timestamp_seconds", "gauge",
+                        "Time of the last successful targets file (re)load.",
+                        [f"{PREFIX}config_last_reload_success_timestamp_seconds "
+                         f"{floatToGoString(when)}"], openmetrics)
+        return "".join(out)
+
+
+def _suffix(kind: str) -> str:
+    return "_total" if kind == "counter" else ""
+
+
+def _family(out: List[str], name: str, kind: str, help_text: str,
+            lines: Iterable[str], openmetrics: bool) -> None:
+    """Append one family: HELP and TYPE lines (named as each format wants) and samples."""
+    family = PREFIX + name + ("" if openmetrics else _suffix(kind))
+    out.append(f"# HELP {family} {help_text}\n# TYPE {family} {kind}\n")
+    for line in lines:
+        out.append(line + "\n")

@@ -1,0 +1,176 @@
+"""Tests for cadvisor_events.web and selfmetrics: the resource tree as a client sees it."""
+
+import json
+
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_families
+from treq.testing import StubTreq
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+from twisted.web.resource import Resource
+
+from cadvisor_events.cadvisor import parse_target
+from cadvisor_events.counters import EventCounters
+from cadvisor_events.event import Event, EventData, OomKill
+from cadvisor_events.selfmetrics import FleetMetrics
+from cadvisor_events.web import build_root
+
+
+class FakeFollower:
+    def __init__(self, name, up=True, tried=True):
+        self.target = parse_target(name)
+        self.state = "up" if up else "down"
+        self.up = up
+        self.tried = tried
+        self.state_since = 1_700_000_000.0
+        self.received = 7
+        self.invalid_lines = 2
+        self.connects = 3
+        self.failures = {"refused": 1, "eof": 2} if not up else {}
+        self.backfilled = 4
+        self.duplicates_dropped = 1
+        self.last_event_time = 1_700_000_001.5 if up else None
+        self.last_error = None if up else "http://b:1: connection refused"
+
+
+class FakeSpec:
+    def __init__(self, labels):
+        self.labels = labels
+
+
+class FakeFleet:
+    def __init__(self, followers, labels=None):
+        self.followers = {f.target.name: f for f in followers}
+        self.specs = {name: FakeSpec((labels or {}).get(name, ())) for name in self.followers}
+
+
+class FakeWatcher:
+    last_reload_successful = False
+    last_reload_success_time = 1_700_000_000.0
+
+
+class Leaf(Resource):
+    isLeaf = True
+
+    def render_GET(self, request):
+        return b"proxy here"
+
+
+class WebTests(unittest.TestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.counters = EventCounters(self.clock)
+        self.fleet = FakeFleet(
+            [FakeFollower("https://user:pw@a:1"), FakeFollower("b:1", up=False, tried=True)],
+            labels={"a:1": (("cluster", "eu"),)},
+        )
+        host = self.counters.host("a:1", (("cluster", "eu"),))
+        host.count(
+            Event(
+                container_name="/docker/1",
+                timestamp="2026-11-24T17:25:55Z",
+                event_type="oomKill",
+                event_data=EventData(oom=OomKill(pid=1, process_name='ja"va')),
+            )
+        )
+        self.registry = CollectorRegistry()
+        Counter("cadvisor_events_proxy_requests", "x", ["code"], registry=self.registry).labels("200").inc()
+        root = build_root(
+            registry=self.registry,
+            counters=self.counters,
+            fleet_metrics=FleetMetrics(self.fleet, self.counters, FakeWatcher()),
+            fleet=self.fleet,
+            proxy=Leaf(),
+        )
+        self.http = StubTreq(root)
+
+    def get(self, path, method="GET", headers=None):
+        response = self.successResultOf(self.http.request(method, "http://x" + path, headers=headers))
+        body = self.successResultOf(response.content())
+        return response, body
+
+    def test_metrics_text(self):
+        response, body = self.get("/metrics")
+        self.assertEqual(response.code, 200)
+        self.assertEqual(
+            response.headers.getRawHeaders("content-type"), ["text/plain; version=0.0.4; charset=utf-8"]
+        )
+        families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+        (sample,) = families["cadvisor_container_events"].samples
+        self.assertEqual(
+            sample.labels,
+            {"host": "a:1", "cluster": "eu", "event_type": "oomKill", "id": "/docker/1", "oom_process": 'ja"va'},
+        )
+        up = {s.labels["host"]: s.value for s in families["cadvisor_events_target_up"].samples}
+        self.assertEqual(up, {"a:1": 1.0, "b:1": 0.0})
+        failures = {
+            (s.labels["host"], s.labels["reason"]): s.value
+            for s in families["cadvisor_events_stream_failures"].samples
+        }
+        self.assertEqual(failures, {("b:1", "eof"): 2.0, ("b:1", "refused"): 1.0})
+        for name, value in [
+            ("cadvisor_events_series", 1.0),
+            ("cadvisor_events_targets", 2.0),
+            ("cadvisor_events_config_last_reload_successful", 0.0),
+        ]:
+            self.assertEqual(families[name].samples[0].value, value)
+        self.assertIn("cadvisor_events_proxy_requests", families)
+        self.assertNotIn(b"pw", body)
+
+    def test_metrics_openmetrics(self):
+        response, body = self.get(
+            "/metrics", headers={"Accept": ["application/openmetrics-text; version=1.0.0"]}
+        )
+        self.assertTrue(
+            response.headers.getRawHeaders("content-type")[0].startswith("application/openmetrics-text")
+        )
+        self.assertTrue(body.endswith(b"# EOF\n"))
+        self.assertEqual(body.count(b"# EOF"), 1)
+        families = {f.name: f for f in om_families(body.decode())}
+        self.assertEqual(families["cadvisor_container_events"].samples[0].value, 1.0)
+        self.assertEqual(families["cadvisor_events_received"].type, "counter")
+
+    def test_targets_json(self):
+        response, body = self.get("/targets")
+        self.assertEqual(response.code, 200)
+        targets = {t["host"]: t for t in json.loads(body)["targets"]}
+        self.assertEqual(set(targets), {"a:1", "b:1"})
+        self.assertEqual(targets["a:1"]["labels"], {"cluster": "eu"})
+        self.assertTrue(targets["a:1"]["up"])
+        self.assertEqual(targets["b:1"]["last_error"], "http://b:1: connection refused")
+        self.assertNotIn(b"pw", body)
+
+    def test_status_page(self):
+        response, body = self.get("/")
+        self.assertEqual(response.code, 200)
+        self.assertIn(b"1 of 2 targets up", body)
+        self.assertIn(b"https://a:1", body)
+        self.assertIn(b"connection refused", body)
+        self.assertNotIn(b"pw", body)
+
+    def test_health(self):
+        self.assertEqual(self.get("/-/healthy")[0].code, 200)
+        self.assertEqual(self.get("/-/ready")[0].code, 200)
+        self.fleet.followers["b:1"].tried = False
+        response, body = self.get("/-/ready")
+        self.assertEqual(response.code, 503)
+        self.assertIn(b"1 target(s) not tried", body)
+
+    def test_unknown_paths_are_plain_404(self):
+        for path in ["/nope", "/-/", "/-/nope", "/x/y", "//"]:
+            response, body = self.get(path)
+            self.assertEqual(response.code, 404, path)
+            self.assertEqual(response.headers.getRawHeaders("content-type"), ["text/plain; charset=utf-8"])
+            self.assertIn(b"/metrics", body)
+
+    def test_methods(self):
+        for path in ["/metrics", "/targets", "/", "/-/ready"]:
+            response, body = self.get(path, method="POST")
+            self.assertEqual(response.code, 405, path)
+            self.assertIn(b"use GET or HEAD", body)
+        response, body = self.get("/metrics", method="HEAD")
+        self.assertEqual((response.code, body), (200, b""))
+
+    def test_proxy_is_mounted(self):
+        self.assertEqual(self.get("/proxy/a:1")[1], b"proxy here")
