@@ -1,0 +1,199 @@
+"""The fleet: one follower service per followed target, started and stopped as targets change.
+
+Given each new desired target set, :class:`FleetService` keeps this replica's
+shard of it, starts a follower for every new target (spreading first
+connects over time so thousands of hosts do not connect in one burst),
+stops and forgets followers of targets that went away, and replaces those
+whose spec changed. It must never talk to a cAdvisor, count events or
+decide what a follower does: followers come from an injected factory.
+Shutdown waits for every follower, so streams are closed cleanly.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Callable, Optional
+
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from .targets import TargetSpec, shard_of
+
+log = Logger()
+
+#: A batch of new targets smaller than this connects at once; a larger one is spread.
+SMALL_BATCH = 50
+
+MakeFollower = Callable[[TargetSpec, float], IService]
+
+
+def _ignore_removed(spec: TargetSpec) -> None:
+    """Default ``on_removed``: nothing to clean up."""
+
+
+class FleetService(MultiService):
+    """Starts, stops and replaces one follower per target of this shard.
+
+    Read by others: ``followers`` (target name -> follower, insertion
+    order), ``specs`` (target name -> :class:`TargetSpec`, same keys) and
+    ``targets_total`` (distinct targets in the last set given, before
+    sharding).
+    """
+
+    def __init__(
+        self,
+        make_follower: MakeFollower,
+        *,
+        shard: tuple[int, int] = (0, 1),
+        clock,
+        spread_seconds: float = 10.0,
+        rng: Optional[random.Random] = None,
+        on_removed: Callable[[TargetSpec], None] = _ignore_removed,
+    ) -> None:
+        super().__init__()
+        index, count = shard
+        if count < 1 or not 0 <= index < count:
+            raise ValueError(f"shard must be I/N with 0 <= I < N, not {index}/{count}")
+        self.make_follower = make_follower
+        self.shard = (index, count)
+        self.clock = clock
+        self.spread_seconds = spread_seconds
+        self.rng = rng if rng is not None else random.Random()
+        self.on_removed = on_removed
+        self.followers: dict[str, IService] = {}
+        self.specs: dict[str, TargetSpec] = {}
+        self.targets_total = 0
+        self._stopping: set[defer.Deferred] = set()
+        self._shutting_down = False
+
+    def mine(self, spec: TargetSpec) -> bool:
+        """Whether this replica's shard follows ``spec``'s target."""
+        index, count = self.shard
+        return count == 1 or shard_of(spec.name, count) == index
+
+    def set_targets(self, specs: list[TargetSpec]) -> None:
+        """Make the running followers match ``specs`` (the full desired set, all shards).
+
+        Followers of unchanged specs are left alone (their streams and
+        counters go on); a changed spec (labels, scheme or credentials of the
+        same ``host:port``) gets a new follower, because the labels of every
+        series it writes change with it.
+        """
+        if self._shutting_down:
+            log.info("ignoring a new target set during shutdown")
+            return
+        desired: dict[str, TargetSpec] = {}
+        for spec in specs:
+            desired.setdefault(spec.name, spec)
+        self.targets_total = len(desired)
+        wanted = {name: spec for name, spec in desired.items() if self.mine(spec)}
+
+        gone = [name for name in self.specs if name not in wanted]
+        changed = [name for name, spec in wanted.items()
+                   if name in self.specs and self.specs[name] != spec]
+        added = [name for name in wanted if name not in self.specs]
+
+        self._detach([self.followers[name] for name in gone + changed])
+        for name in gone:
+            del self.followers[name]
+            self._removed(self.specs.pop(name))
+        for name in changed:
+            self._removed(self.specs[name])
+
+        first_delay = self._delays(len(changed) + len(added))
+        started = 0
+        for name in changed + added:
+            spec = wanted[name]
+            try:
+                follower = self.make_follower(spec, next(first_delay))
+            except Exception:
+                log.failure("cannot create a follower for {name}", name=name)
+                self.followers.pop(name, None)
+                self.specs.pop(name, None)
+                continue
+            # Assigning to an existing key keeps a replaced target's position.
+            self.followers[name] = follower
+            self.specs[name] = spec
+            follower.setServiceParent(self)
+            started += 1
+        if gone or changed or added:
+            log.info(
+                "targets: {total} known, {mine} in shard {index}/{count}; "
+                "{added} added, {removed} removed, {replaced} replaced",
+                total=self.targets_total, mine=len(self.followers), index=self.shard[0],
+                count=self.shard[1], added=len(added), removed=len(gone), replaced=len(changed),
+            )
+
+    def _delays(self, count: int):
+        """First-connect delays for ``count`` new followers: 0 for a small batch, else spread.
+
+        A small batch (a small setup, or a few hosts added to a file)
+        connects at once; a big one (a fleet starting, a relabelled file)
+        gets delays uniform in ``[0, spread_seconds)`` so connects arrive at
+        a steady rate instead of one burst.
+        """
+        spread = self.spread_seconds
+        while True:
+            if count < SMALL_BATCH or spread <= 0:
+                yield 0.0
+            else:
+                delay = self.rng.random() * spread
+                yield delay if delay < spread else 0.0
+
+    def _detach(self, followers: list[IService]) -> None:
+        """Remove ``followers`` from this service, stopping them if running.
+
+        Done in bulk rather than by ``removeService`` one at a time, which is
+        quadratic in the fleet size (``list.remove``) for a big removal.
+        """
+        if not followers:
+            return
+        doomed = {id(f) for f in followers}
+        self.services = [s for s in self.services if id(s) not in doomed]
+        for follower in followers:
+            if follower.name:
+                self.namedServices.pop(follower.name, None)
+            follower.parent = None
+            if self.running:
+                self._track(defer.maybeDeferred(follower.stopService), follower)
+
+    def _track(self, stopped: defer.Deferred, follower: IService) -> None:
+        """Keep ``stopped`` until it fires so :meth:`stopService` can wait for it."""
+        self._stopping.add(stopped)
+
+        def done(result: object) -> None:
+            self._stopping.discard(stopped)
+            if isinstance(result, Failure):
+                log.failure("follower {name} failed to stop", result,
+                            name=getattr(follower, "name", None) or repr(follower))
+
+        stopped.addBoth(done)
+
+    def _removed(self, spec: TargetSpec) -> None:
+        """Tell the owner a target's follower is gone, so its series can go too."""
+        try:
+            self.on_removed(spec)
+        except Exception:
+            log.failure("on_removed failed for {name}", name=spec.name)
+
+    def startService(self) -> None:
+        self._shutting_down = False
+        super().startService()
+
+    def stopService(self) -> defer.Deferred:
+        """Stop every follower; the Deferred fires when all of them (and any still stopping) have.
+
+        A follower that fails to stop is logged and does not cut the wait
+        for the others short.
+        """
+        self._shutting_down = True
+        if self.running:
+            # Service.stopService only flips ``running``; the children are stopped here,
+            # each tracked, instead of MultiService's DeferredList that drops failures.
+            Service.stopService(self)
+            for follower in reversed(list(self)):
+                self._track(defer.maybeDeferred(follower.stopService), follower)
+        pending = list(self._stopping)
+        return defer.gatherResults(pending, consumeErrors=True).addCallback(lambda _: None)
