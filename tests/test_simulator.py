@@ -1,0 +1,812 @@
+"""Tests for cadvisor_events.simulator, simulator_json and simulator_tap.
+
+Each rule of CADVISOR-API.md (and each cAdvisor quirk the simulator copies
+from the Go source) has a test here. History goes through treq's StubTreq;
+streams go through a real loopback socket, read as raw bytes or with treq.
+Simulated time is always a task.Clock; nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+from treq.client import HTTPClient
+from treq.testing import StubTreq
+from twisted.internet import defer, reactor, task
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python import usage
+from twisted.trial import unittest
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.http import PotentialDataLoss
+from twisted.web._newclient import ResponseFailed, ResponseNeverReceived
+from twisted.web.server import Site
+
+from cadvisor_events import simulator_tap
+from cadvisor_events.simulator import Simulator, container_names
+from cadvisor_events.simulator_json import (
+    clean_go_path, go_duration_error, go_json_string, go_quote, parse_go_bool, parse_go_int,
+    parse_go_query, parse_rfc3339, rfc3339nano,
+)
+
+NS = 1_000_000_000
+START = 1_764_000_000  # 2025-11-24T16:00:00Z
+API = "http://cadvisor.test/api/v1.3/events"
+ALL = "subcontainers=true&max_events=-1&all_events=true"
+TRUE_SPELLINGS = ("1", "t", "T", "TRUE", "true", "True")
+FALSE_SPELLINGS = ("0", "f", "F", "FALSE", "false", "False")
+GARBAGE_BOOLS = ("yes", "on", "tRUE", "", " true", "true ", "2", "y")
+WATCH_ERROR = b"for a call to watch, request.StartTime and request.EndTime must be uninitialized\n"
+
+
+def make_simulator(**kwargs) -> Simulator:
+    clock = task.Clock()
+    clock.advance(START)
+    return Simulator(clock=clock, **kwargs)
+
+
+class HistoryMixin:
+    """Ask a simulator's resource over StubTreq (in memory, synchronous)."""
+
+    def get(self, simulator: Simulator, url: str):
+        stub = StubTreq(simulator.resource)
+        response = self.successResultOf(stub.get(url))
+        return response, self.successResultOf(stub.content(response))
+
+    def history(self, simulator: Simulator, query: str, path: str = "", version: str = "v1.3") -> list:
+        response, body = self.get(simulator, f"http://cadvisor.test/api/{version}/events{path}?{query}")
+        self.assertEqual((response.code, response.headers.getRawHeaders("content-type")),
+                         (200, ["application/json"]), body)
+        return json.loads(body)
+
+    def names(self, simulator: Simulator, query: str, path: str = "") -> list[str]:
+        return [event["container_name"] for event in self.history(simulator, query, path)]
+
+
+# --- wire format -------------------------------------------------------------------
+
+
+class GoJsonStringTests(unittest.TestCase):
+    def test_html_characters_and_line_separators_are_escaped(self):
+        self.assertEqual(go_json_string("a<b>&c\u2028\u2029"), '"a\\u003cb\\u003e\\u0026c\\u2028\\u2029"')
+
+    def test_quotes_backslashes_and_control_characters(self):
+        self.assertEqual(go_json_string('"\\\n\r\t\b\f\x00\x01\x1f\x7f'),
+                         '"\\"\\\\\\n\\r\\t\\b\\f\\u0000\\u0001\\u001f\x7f"')
+
+    def test_non_ascii_stays_raw(self):
+        self.assertEqual(go_json_string("café 进程 🐳 ünï"), '"café 进程 🐳 ünï"')
+
+    def test_invalid_utf8_becomes_escaped_replacement_rune(self):
+        self.assertEqual(go_json_string(b"a\xffb".decode("utf-8", "surrogateescape")), '"a\\ufffdb"')
+
+
+class TimestampFormatTests(unittest.TestCase):
+    def test_whole_second_has_no_fraction(self):
+        self.assertEqual(rfc3339nano(START * NS, -180), "2025-11-24T13:00:00-03:00")
+
+    def test_utc_is_written_as_z(self):
+        self.assertEqual(rfc3339nano(START * NS, 0), "2025-11-24T16:00:00Z")
+
+    def test_trailing_zeros_are_trimmed(self):
+        self.assertEqual(rfc3339nano(START * NS + 120_000_000, 0), "2025-11-24T16:00:00.12Z")
+        self.assertEqual(rfc3339nano(START * NS + 1, 0), "2025-11-24T16:00:00.000000001Z")
+        self.assertEqual(rfc3339nano(START * NS + 873677656, 0), "2025-11-24T16:00:00.873677656Z")
+
+    def test_positive_offsets_with_minutes(self):
+        self.assertEqual(rfc3339nano(START * NS + 5_000, 330), "2025-11-24T21:30:00.000005+05:30")
+
+
+class RFC3339ParseTests(unittest.TestCase):
+    def test_same_instant_in_any_offset(self):
+        expected = START * NS + 123456789
+        for text in ("2025-11-24T16:00:00.123456789Z", "2025-11-24T13:00:00.123456789-03:00",
+                     "2025-11-24T21:30:00.123456789+05:30", "2025-11-24T16:00:00,123456789Z",
+                     "2025-11-24T16:00:00.1234567891234Z"):
+            self.assertEqual(parse_rfc3339(text), expected, text)
+
+    def test_go_leniency(self):
+        self.assertEqual(parse_rfc3339("2025-11-24T6:00:00Z"), (START - 10 * 3600) * NS)
+        self.assertEqual(parse_rfc3339("2025-11-24T16:00:00.5Z"), START * NS + NS // 2)
+        self.assertEqual(parse_rfc3339("2024-02-29T00:00:00Z") is None, False)
+
+    def test_rejections(self):
+        for text in ("2025-11-24t16:00:00Z", "2025-11-24T16:00:00z", "2025-11-24 16:00:00Z", "2025-11-24T16:00:00",
+                     "2025-11-24T16:00:60Z", "2025-02-29T00:00:00Z", "2025-04-31T00:00:00Z", "2025-13-01T00:00:00Z",
+                     "2025-11-24T24:00:00Z", "2025-11-24T16:00:00+3:00", "2025-11-24T16:00:00+0300",
+                     "2025-11-24T16:00:00 03:00", "2025-11-24T16:00:00.Z", "1764000000", ""):
+            self.assertIsNone(parse_rfc3339(text), text)
+
+
+class GoScalarParsingTests(unittest.TestCase):
+    def test_parse_bool_table(self):
+        for text in TRUE_SPELLINGS:
+            self.assertIs(parse_go_bool(text), True)
+        for text in FALSE_SPELLINGS:
+            self.assertIs(parse_go_bool(text), False)
+        for text in GARBAGE_BOOLS:
+            self.assertIsNone(parse_go_bool(text), text)
+
+    def test_atoi(self):
+        self.assertEqual([parse_go_int(t) for t in ("5", "+5", "-1", "010", "9223372036854775807")],
+                         [5, 5, -1, 10, 9223372036854775807])
+        for text in (" 1", "1 ", "1_000", "1.0", "", "0x10", "9223372036854775808", "٣"):
+            self.assertIsNone(parse_go_int(text), text)
+
+    def test_query_parsing(self):
+        self.assertEqual(parse_go_query(b"a=1&a=2&b=x+y%2Bz&&c&d;e=1&f=%zz&g=%E2%80%A8"),
+                         {"a": ["1", "2"], "b": ["x y+z"], "c": [""], "g": ["\u2028"]})
+
+    def test_clean_path(self):
+        for raw, cleaned in (("/", "/"), ("//docker//a/", "/docker/a"), ("/docker/./a/../b", "/docker/b"),
+                             ("/../..", "/"), ("/a/b/..", "/a")):
+            self.assertEqual(clean_go_path(raw), cleaned)
+
+    def test_go_quote(self):
+        self.assertEqual(go_quote('a"b\\c\n\x01é\u2028'), '"a\\"b\\\\c\\n\\x01é\\u2028"')
+
+    def test_duration_errors(self):
+        self.assertIsNone(go_duration_error("1h30m"))
+        self.assertIsNone(go_duration_error("-1.5µs"))
+        self.assertIsNone(go_duration_error("0"))
+        self.assertEqual(go_duration_error("5"), 'time: missing unit in duration "5"')
+        self.assertEqual(go_duration_error("5x"), 'time: unknown unit "x" in duration "5x"')
+        self.assertEqual(go_duration_error(".s"), 'time: invalid duration ".s"')
+
+
+# --- event JSON -------------------------------------------------------------------------
+
+
+class EventJsonTests(unittest.TestCase):
+    def test_creation_event_bytes(self):
+        sim = make_simulator()
+        event = sim.emit("/docker/abc", "containerCreation", timestamp_ns=START * NS + 873677656)
+        self.assertEqual(event.to_json(), b'{"container_name":"/docker/abc","timestamp":"2025-11-24T13:00:00.873677656'
+                                          b'-03:00","event_type":"containerCreation","event_data":{}}')
+        self.assertEqual(event.timestamp, "2025-11-24T13:00:00.873677656-03:00")
+
+    def test_oom_kill_event_bytes_with_hostile_process_name(self):
+        sim = make_simulator(tz_offset_minutes=0)
+        event = sim.emit("/kubepods/burstable/pod1/c", "oomKill", timestamp_ns=START * NS, pid=23081,
+                         process_name='a <b> & "c" \\ d\né', constraint="CONSTRAINT_MEMCG")
+        self.assertEqual(event.to_json(), (
+            '{"container_name":"/kubepods/burstable/pod1/c","timestamp":"2025-11-24T16:00:00Z",'
+            '"event_type":"oomKill","event_data":{"oom":{"pid":23081,"process_name":'
+            '"a \\u003cb\\u003e \\u0026 \\"c\\" \\\\ d\\né","constraint":"CONSTRAINT_MEMCG"}}}').encode())
+
+    def test_oom_kill_always_carries_oom_data(self):
+        event = make_simulator().emit("/", "oomKill")
+        self.assertIn(b'"event_data":{"oom":{"pid":0,"process_name":""}}', event.to_json())
+        self.assertEqual((event.pid, event.process_name), (0, ""))
+
+    def test_deletion_exit_code(self):
+        event = make_simulator().emit("/docker/a", "containerDeletion", exit_code=-1)
+        self.assertTrue(event.to_json().endswith(b'"event_data":{"container_deletion":{"exit_code":-1}}}'))
+
+    def test_automatic_timestamps_are_strictly_increasing(self):
+        sim = make_simulator(tz_offset_minutes=0)
+        stamps = [sim.emit("/a", "oom").timestamp for _ in range(3)]
+        self.assertEqual(stamps, ["2025-11-24T16:00:00Z", "2025-11-24T16:00:00.000000001Z",
+                                  "2025-11-24T16:00:00.000000002Z"])
+        sim.clock.advance(1.5)
+        self.assertEqual(sim.emit("/a", "oom").timestamp, "2025-11-24T16:00:01.5Z")
+
+    def test_emit_random_names_survive_a_json_round_trip(self):
+        sim = make_simulator()
+        for event in sim.emit_random(400):
+            decoded = json.loads(event.to_json())
+            self.assertEqual(list(decoded), ["container_name", "timestamp", "event_type", "event_data"])
+            if event.event_type == "oomKill":
+                self.assertEqual(decoded["event_data"]["oom"]["process_name"], event.process_name)
+
+
+# --- history over HTTP --------------------------------------------------------------
+
+
+class HistoryResponseTests(HistoryMixin, unittest.TestCase):
+    def test_empty_history_is_an_empty_array(self):
+        response, body = self.get(make_simulator(), API + "?" + ALL)
+        self.assertEqual((response.code, body), (200, b"[]"))
+
+    def test_body_is_json_marshal_of_the_events_oldest_first(self):
+        sim = make_simulator()
+        late = sim.emit("/b", "oom", timestamp_ns=START * NS + 2)
+        early = sim.emit("/a", "containerCreation", timestamp_ns=START * NS + 1)
+        _, body = self.get(sim, API + "?" + ALL)
+        self.assertEqual(body, b"[" + early.to_json() + b"," + late.to_json() + b"]")
+
+    def test_served_under_v2_versions_too(self):
+        sim = make_simulator()
+        sim.emit_random(5)
+        expected = self.history(sim, ALL)
+        for version in ("v2.0", "v2.1"):
+            self.assertEqual(self.history(sim, ALL, version=version), expected)
+
+    def test_no_type_selected_means_no_events(self):
+        sim = make_simulator()
+        sim.emit_random(20)
+        self.assertEqual(self.history(sim, "subcontainers=true&max_events=-1"), [])
+        self.assertEqual(self.history(sim, "subcontainers=true&oom_events=false&all_events=false"), [])
+
+    def test_all_events_overrides_per_type_flags(self):
+        sim = make_simulator()
+        for event_type in ("oom", "oomKill", "containerCreation", "containerDeletion"):
+            sim.emit("/a", event_type)
+        events = self.history(sim, "all_events=true&oom_events=false&deletion_events=0&max_events=-1", "/a")
+        self.assertEqual(len(events), 4)
+
+    def test_each_type_flag_selects_its_type(self):
+        sim = make_simulator()
+        for event_type in ("oom", "oomKill", "containerCreation", "containerDeletion"):
+            sim.emit("/a", event_type)
+        for flag, event_type in (("oom_events", "oom"), ("oom_kill_events", "oomKill"),
+                                 ("creation_events", "containerCreation"), ("deletion_events", "containerDeletion")):
+            events = self.history(sim, f"{flag}=true&subcontainers=true")
+            self.assertEqual([e["event_type"] for e in events], [event_type])
+        both = self.history(sim, "oom_events=true&oom_kill_events=true&subcontainers=true")
+        self.assertEqual([e["event_type"] for e in both], ["oom", "oomKill"])
+
+    def test_parse_bool_spellings_and_ignored_garbage(self):
+        sim = make_simulator()
+        sim.emit("/a", "oom")
+        for text in TRUE_SPELLINGS:
+            self.assertEqual(len(self.history(sim, f"oom_events={text}", "/a")), 1, text)
+        for text in FALSE_SPELLINGS:
+            self.assertEqual(self.history(sim, f"all_events=false&oom_events={text}", "/a"), [], text)
+        for text in ("yes", "on", "tRUE", "2", ""):
+            self.assertEqual(self.history(sim, f"oom_events={text}", "/a"), [], text)
+
+    def test_first_value_of_a_repeated_parameter_wins(self):
+        sim = make_simulator()
+        sim.emit("/a", "oom")
+        self.assertEqual(len(self.history(sim, "oom_events=true&oom_events=false", "/a")), 1)
+        self.assertEqual(self.history(sim, "oom_events=false&oom_events=true", "/a"), [])
+
+    def test_garbage_subcontainers_keeps_the_default(self):
+        sim = make_simulator()
+        sim.emit("/docker/a", "oom")
+        self.assertEqual(self.history(sim, "oom_events=1&subcontainers=yes", "/docker"), [])
+        self.assertEqual(len(self.history(sim, "oom_events=1&subcontainers=t", "/docker")), 1)
+
+
+class MaxEventsTests(HistoryMixin, unittest.TestCase):
+    def setUp(self):
+        self.sim = make_simulator()
+        self.events = [self.sim.emit("/c%d" % i, "containerCreation") for i in range(15)]
+
+    def stamps(self, query):
+        return [e["timestamp"] for e in self.history(self.sim, "creation_events=1&subcontainers=1&" + query)]
+
+    def expected(self, events):
+        return [e.timestamp for e in events]
+
+    def test_default_is_newest_ten(self):
+        self.assertEqual(self.stamps(""), self.expected(self.events[-10:]))
+
+    def test_n_gives_newest_n_oldest_first(self):
+        self.assertEqual(self.stamps("max_events=3"), self.expected(self.events[-3:]))
+        self.assertEqual(self.stamps("max_events=%2B2"), self.expected(self.events[-2:]))
+
+    def test_minus_one_gives_all(self):
+        self.assertEqual(self.stamps("max_events=-1"), self.expected(self.events))
+        self.assertEqual(self.stamps("max_events=100"), self.expected(self.events))
+
+    def test_zero_gives_none_like_cadvisor(self):
+        # cAdvisor's TimedStore.InTimeRange trims to maxResults unless it is -1:
+        # max_events=0 yields [] (CADVISOR-API.md's "0 = all" is not what the Go code does).
+        self.assertEqual(self.stamps("max_events=0"), [])
+
+    def test_unparsable_is_ignored(self):
+        for text in ("abc", "1.5", "%201", "1_0", "", "99999999999999999999"):
+            self.assertEqual(self.stamps("max_events=" + text), self.expected(self.events[-10:]), text)
+
+    def test_below_minus_one_panics_and_closes_the_connection(self):
+        stub = StubTreq(self.sim.resource)
+        failure = self.failureResultOf(stub.get(API + "?creation_events=1&subcontainers=1&max_events=-2"))
+        failure.trap(ResponseNeverReceived)
+        self.flushLoggedErrors()
+
+    def test_limit_applies_per_type_before_the_container_filter(self):
+        # GetEvents asks each type's store for its newest N first, then filters by container.
+        sim = make_simulator()
+        for _ in range(5):
+            sim.emit("/a", "oom")
+        for _ in range(5):
+            sim.emit("/b", "oom")
+        self.assertEqual(self.history(sim, "oom_events=1&max_events=3", "/a"), [])
+        self.assertEqual(len(self.history(sim, "oom_events=1&max_events=-1", "/a")), 5)
+
+
+class TimeBoundTests(HistoryMixin, unittest.TestCase):
+    def setUp(self):
+        self.sim = make_simulator(tz_offset_minutes=-180)
+        base = START * NS + 123456789
+        self.events = [self.sim.emit("/a", "oom", timestamp_ns=base + i) for i in range(5)]
+
+    def stamps(self, query):
+        return [e["timestamp"] for e in self.history(self.sim, "oom_events=1&max_events=-1&" + query, "/a")]
+
+    def expected(self, events):
+        return [e.timestamp for e in events]
+
+    def test_start_time_is_inclusive_to_the_nanosecond(self):
+        self.assertEqual(self.stamps("start_time=" + self.events[2].timestamp.replace("+", "%2B")),
+                         self.expected(self.events[2:]))
+        self.assertEqual(self.stamps("start_time=2025-11-24T16:00:00.123456791Z"), self.expected(self.events[2:]))
+        self.assertEqual(self.stamps("start_time=2025-11-24T21:30:00.123456791%2B05:30"),
+                         self.expected(self.events[2:]))
+
+    def test_end_time_is_inclusive_to_the_nanosecond(self):
+        self.assertEqual(self.stamps("end_time=2025-11-24T13:00:00.123456790-03:00"), self.expected(self.events[:2]))
+
+    def test_equal_bounds_give_exactly_that_event(self):
+        stamp = self.events[3].timestamp
+        self.assertEqual(self.stamps(f"start_time={stamp}&end_time={stamp}"), [stamp])
+
+    def test_bounds_do_not_lift_the_default_limit(self):
+        sim = make_simulator()
+        for _ in range(12):
+            sim.emit("/a", "oom")
+        self.assertEqual(len(self.history(sim, "oom_events=1&start_time=2025-11-24T16:00:00Z", "/a")), 10)
+
+    def test_unparsable_bounds_are_ignored(self):
+        for text in ("2025-11-24 16:00:00Z", "2025-11-24T16:00:00.123456791+05:30", "yesterday",
+                     "2025-11-24T16:00:00.123456791z"):
+            self.assertEqual(self.stamps("start_time=" + text), self.expected(self.events), text)
+
+    def test_start_after_end_is_empty_or_a_panic_like_cadvisor(self):
+        # TimedStore.InTimeRange: an empty slice when nothing lies strictly between
+        # end and start, a negative slice length (a Go panic) otherwise.
+        first, second = self.events[0].timestamp, self.events[1].timestamp
+        self.assertEqual(self.stamps(f"start_time={second}&end_time={first}"), [])
+        stub = StubTreq(self.sim.resource)
+        inner, outer = self.events[3].timestamp, self.events[1].timestamp
+        failure = self.failureResultOf(stub.get(f"{API}/a?oom_events=1&start_time={inner}&end_time={outer}"))
+        failure.trap(ResponseNeverReceived)
+        self.flushLoggedErrors()
+
+
+class ContainerFilterTests(HistoryMixin, unittest.TestCase):
+    def setUp(self):
+        self.sim = make_simulator()
+        for name in ("/", "/docker", "/docker/a", "/docker/a/b", "/docker/ab", "/system.slice/x.scope"):
+            self.sim.emit(name, "containerCreation")
+
+    def test_without_subcontainers_only_that_container(self):
+        self.assertEqual(self.names(self.sim, "creation_events=1", "/docker/a"), ["/docker/a"])
+        self.assertEqual(self.names(self.sim, "creation_events=1"), ["/"])
+
+    def test_with_subcontainers_that_container_and_below(self):
+        self.assertEqual(self.names(self.sim, "creation_events=1&subcontainers=1", "/docker/a"),
+                         ["/docker/a", "/docker/a/b"])
+        self.assertEqual(self.names(self.sim, "creation_events=1&subcontainers=1", "/docker"),
+                         ["/docker", "/docker/a", "/docker/a/b", "/docker/ab"])
+
+    def test_root_with_subcontainers_is_everything(self):
+        self.assertEqual(len(self.names(self.sim, "creation_events=1&subcontainers=1")), 6)
+        self.assertEqual(len(self.names(self.sim, "creation_events=1&subcontainers=1", "/")), 6)
+
+    def test_path_is_cleaned_and_percent_decoded(self):
+        for path in ("//docker/./a/", "/docker/a/b/..", "/docker/%61", "/x/../docker/a"):
+            self.assertEqual(self.names(self.sim, "creation_events=1", path), ["/docker/a"], path)
+
+
+class ErrorTests(HistoryMixin, unittest.TestCase):
+    def assertPlainError(self, url, code, body, simulator=None):
+        response, content = self.get(simulator or make_simulator(), url)
+        self.assertEqual((response.code, content), (code, body))
+        self.assertEqual(response.headers.getRawHeaders("content-type"), ["text/plain; charset=utf-8"])
+        self.assertEqual(response.headers.getRawHeaders("x-content-type-options"), ["nosniff"])
+
+    def test_stream_with_start_or_end_time_is_500(self):
+        self.assertPlainError(API + "?stream=true&start_time=2025-11-24T16:00:00Z", 500, WATCH_ERROR)
+        self.assertPlainError(API + "?stream=1&all_events=1&end_time=2025-11-24T16:00:00.5-03:00", 500, WATCH_ERROR)
+
+    def test_unparsable_or_zero_bound_on_a_stream_is_no_error(self):
+        sim = make_simulator()
+        for query in ("stream=true&start_time=garbage", "stream=true&end_time=0001-01-01T00:00:00Z"):
+            stub = StubTreq(sim.resource)
+            response = self.successResultOf(stub.get(API + "?" + query))
+            self.assertEqual(response.code, 200, query)
+        self.assertEqual(sim.open_streams, 2)
+        sim.end_streams()
+
+    def test_api_errors_like_cadvisor(self):
+        base = "http://cadvisor.test"
+        self.assertPlainError(base + "/api/", 400, b"Supported API versions: v1.0,v1.1,v1.2,v1.3,v2.0,v2.1\n")
+        self.assertPlainError(base + "/api/v9/events", 500, b'unsupported API version "v9"\n')
+        self.assertPlainError(base + "/api/v1.0/events", 500, b'unknown request type "events"\n')
+        self.assertPlainError(base + "/api/v1.3/eventz", 500, b'unknown request type "eventz"\n')
+        self.assertPlainError(base + "/api/v1.3/", 400,
+                              b'Supported request types: "containers,docker,events,machine,subcontainers"\n')
+        self.assertPlainError(base + "/api/v2.0/events?type=bogus", 500, b"unknown 'type' \"bogus\"\n")
+        self.assertPlainError(base + "/api/v2.1/events?count=x", 500, b"failed to parse 'count' option: x\n")
+        self.assertPlainError(base + "/api/v2.0/events?count=-2", 500,
+                              b"invalid 'count' option: only -1 and larger values allowed, not -2\n")
+        self.assertPlainError(base + "/api/v2.0/events?max_age=5", 500,
+                              b"failed to parse 'max_age' option: time: missing unit in duration \"5\"\n")
+        self.assertPlainError(base + "/nothing", 404, b"404 page not found\n")
+
+    def test_healthz(self):
+        response, body = self.get(make_simulator(), "http://cadvisor.test/healthz")
+        self.assertEqual((response.code, body), (200, b"ok"))
+
+
+# --- history storage, restart, ground truth -------------------------------------------
+
+
+class StorageTests(HistoryMixin, unittest.TestCase):
+    def test_event_limit_keeps_the_newest_per_type(self):
+        sim = make_simulator(event_limit=3)
+        creations = [sim.emit("/a", "containerCreation") for _ in range(5)]
+        ooms = [sim.emit("/a", "oom") for _ in range(2)]
+        self.assertEqual(sim.history(), sorted(creations[-3:] + ooms, key=lambda e: e.timestamp_ns))
+        self.assertEqual(len(sim.emitted), 7)
+
+    def test_event_limit_zero_disables_history_but_not_streams(self):
+        sim = make_simulator(event_limit=0)
+        sim.emit("/a", "oom")
+        self.assertEqual(self.history(sim, ALL), [])
+
+    def test_out_of_order_events_are_stored_in_order(self):
+        # A full TimedStore drops its oldest entry first, then inserts, even an older one.
+        sim = make_simulator(event_limit=3)
+        for offset in (5, 1, 3, 4, 2):
+            sim.emit("/a", "oom", timestamp_ns=START * NS + offset)
+        self.assertEqual([e.timestamp_ns - START * NS for e in sim.history()], [2, 4, 5])
+
+    def test_age_limit_trims_when_an_event_of_that_type_arrives(self):
+        sim = make_simulator(age_limit=60)
+        old = sim.emit("/a", "oom")
+        sim.clock.advance(61)
+        other_type = sim.emit("/a", "oomKill")
+        self.assertEqual(sim.history(), [old, other_type])  # cAdvisor ages out on Add, per type
+        new = sim.emit("/a", "oom")
+        self.assertEqual(sim.history(), [other_type, new])
+        self.assertEqual(len(sim.ground_truth()), 2)
+        self.assertEqual(sum(sim.ground_truth().values()), 3)
+
+    def test_fill_history_is_fast_and_spread_over_the_past_hour(self):
+        sim = make_simulator()
+        started = time.perf_counter()
+        events = sim.fill_history(100_000, containers=50_000)
+        elapsed = time.perf_counter() - started
+        self.assertLess(elapsed, 2.0)
+        self.assertEqual(len({e.container_name for e in events}), 50_000)
+        stamps = [e.timestamp_ns for e in sim.history()]
+        self.assertEqual(len(stamps), 100_000)
+        self.assertEqual(stamps, sorted(set(stamps)))
+        self.assertGreaterEqual(stamps[0], (START - 3600) * NS)
+        self.assertLess(stamps[-1], START * NS)
+        self.assertLess(sim.emit("/a", "oom").timestamp_ns - stamps[-1], 3600 * NS)
+
+    def test_ground_truth_and_history_counts(self):
+        sim = make_simulator(event_limit=2)
+        sim.emit_oom("/docker/a", "java", 10)
+        sim.emit_oom("/docker/a", "java", 11)
+        sim.emit_oom("/docker/a", "node", 12, victim_container="/docker/a/b")
+        sim.emit("/docker/a", "containerCreation")
+        truth = sim.ground_truth()
+        self.assertEqual(truth[("/docker/a", "oom", "")], 3)
+        self.assertEqual(truth[("/docker/a", "oomKill", "java")], 2)
+        self.assertEqual(truth[("/docker/a/b", "oomKill", "node")], 1)
+        self.assertEqual(truth[("/docker/a", "containerCreation", "")], 1)
+        self.assertNotIn(("/docker/a", "containerCreation", ""), sim.ground_truth(oom_only=True))
+        held = sim.history_counts()
+        self.assertEqual((held[("/docker/a", "oom", "")], held[("/docker/a", "oomKill", "java")]), (2, 1))
+
+    def test_restart_replays_ooms_with_original_timestamps(self):
+        sim = make_simulator()
+        oom, kill = sim.emit_oom("/docker/a", "java", 42)
+        sim.emit("/docker/a", "containerCreation")
+        before = self.history(sim, ALL)
+        sim.clock.advance(3600)
+        sim.restart()
+        replayed = self.history(sim, ALL)
+        self.assertEqual([e["timestamp"] for e in replayed], [oom.timestamp, kill.timestamp])
+        self.assertEqual(replayed, before[:2])
+        self.assertEqual(sim.replayed, [oom, kill])
+        self.assertEqual(sum(sim.ground_truth().values()), 3)
+
+    def test_restart_keeping_history_duplicates_the_ooms(self):
+        sim = make_simulator()
+        sim.emit_oom("/docker/a", "java", 42)
+        sim.restart(keep_history=True)
+        self.assertEqual(len(self.history(sim, ALL)), 4)
+
+
+class GeneratorTests(unittest.TestCase):
+    PATTERNS = [re.compile(p) for p in (
+        r"/docker/[0-9a-f]{64}",
+        r"/system\.slice/docker-[0-9a-f]{64}\.scope",
+        r"/kubepods(/(burstable|besteffort))?/pod[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+        r"(/[0-9a-f]{64})?",
+        r"/kubepods\.slice(/kubepods-(burstable|besteffort)\.slice)?/kubepods(-(burstable|besteffort))?-pod"
+        r"[0-9a-f]{8}(_[0-9a-f]{4}){3}_[0-9a-f]{12}\.slice(/cri-containerd-[0-9a-f]{64}\.scope)?",
+    )]
+
+    def test_names_are_realistic_and_deterministic(self):
+        import random
+        names = container_names(500, random.Random(7))
+        self.assertEqual(names, container_names(500, random.Random(7)))
+        self.assertEqual(len(set(names)), 500)
+        for name in names:
+            self.assertTrue(any(p.fullmatch(name) for p in self.PATTERNS), name)
+        for pattern in self.PATTERNS:
+            self.assertTrue(any(pattern.fullmatch(name) for name in names), pattern.pattern)
+
+    def test_emit_random_mix_is_deterministic_and_hostile(self):
+        first, second = make_simulator(seed=3), make_simulator(seed=3)
+        events = first.emit_random(2000)
+        self.assertEqual([e.to_json() for e in events], [e.to_json() for e in second.emit_random(2000)])
+        shares = {t: sum(e.event_type == t for e in events) / 2000 for t in
+                  ("containerCreation", "containerDeletion", "oom", "oomKill")}
+        self.assertLess(abs(shares["containerCreation"] - 0.4), 0.05, shares)
+        self.assertLess(abs(shares["oomKill"] - 0.1), 0.03, shares)
+        names = {e.process_name for e in events if e.event_type == "oomKill"}
+        self.assertTrue(any("<" in n for n in names) and any('"' in n for n in names)
+                        and any(not n.isascii() for n in names) and any("\\" in n for n in names))
+        self.assertLessEqual({e.container_name for e in events}, set(first.container_pool))
+
+    def test_deletion_exit_codes_option(self):
+        sim = make_simulator(deletion_exit_codes=True)
+        deletions = [e for e in sim.emit_random(200) if e.event_type == "containerDeletion"]
+        self.assertTrue(deletions and all(b'"container_deletion":{"exit_code":' in e.to_json() for e in deletions))
+
+    def test_random_emitter_follows_the_rate_on_the_clock(self):
+        sim = make_simulator()
+        sim.start_emitting(16)
+        sim.clock.pump([1 / 16] * 32)  # exact binary fractions: no float drift
+        self.assertEqual(len(sim.emitted), 32)
+        sim.stop_emitting()
+        sim.clock.advance(10)
+        self.assertEqual(len(sim.emitted), 32)
+        self.assertEqual(sim.clock.getDelayedCalls(), [])
+
+
+# --- streams over a loopback socket --------------------------------------------------
+
+
+class RawClient(Protocol):
+    """Collects raw response bytes; ``wait_for`` fires once a predicate holds."""
+
+    def __init__(self):
+        self.data = b""
+        self.lost = defer.Deferred()
+        self._waiting: list = []
+
+    def dataReceived(self, data):
+        self.data += data
+        for predicate, waiter in list(self._waiting):
+            if predicate(self.data):
+                self._waiting.remove((predicate, waiter))
+                waiter.callback(self.data)
+
+    def connectionLost(self, reason):
+        self.reason = reason
+        self.lost.callback(None)
+
+    def wait_for(self, predicate):
+        if predicate(self.data):
+            return defer.succeed(self.data)
+        waiter = defer.Deferred()
+        self._waiting.append((predicate, waiter))
+        return waiter
+
+
+class TrackingSite(Site):
+    """A Site that tells when each of its connections is gone (for a clean reactor)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.connections_lost: list = []
+
+    def buildProtocol(self, addr):
+        protocol = super().buildProtocol(addr)
+        lost = defer.Deferred()
+        self.connections_lost.append(lost)
+        original = protocol.connectionLost
+
+        def connectionLost(reason):
+            original(reason)
+            lost.callback(None)
+
+        protocol.connectionLost = connectionLost
+        return protocol
+
+
+class BodyCollector(Protocol):
+    def __init__(self):
+        self.data = b""
+        self.done = defer.Deferred()
+        self.arrived = None
+
+    def dataReceived(self, data):
+        self.data += data
+        if self.arrived is not None:
+            arrived, self.arrived = self.arrived, None
+            arrived.callback(data)
+
+    def connectionLost(self, reason):
+        self.reason = reason
+        self.done.callback(None)
+
+
+def chunk(event) -> bytes:
+    line = event.to_json() + b"\n"
+    return b"%x\r\n%s\r\n" % (len(line), line)
+
+
+class StreamTests(unittest.TestCase):
+    timeout = 15
+
+    def setUp(self):
+        self.sim = make_simulator()
+        self.site = TrackingSite(self.sim.resource)
+        self.port = reactor.listenTCP(0, self.site, interface="127.0.0.1")
+        self.pool = HTTPConnectionPool(reactor, persistent=False)
+        self.client = HTTPClient(Agent(reactor, pool=self.pool))
+        self.raw_clients: list = []
+
+    @defer.inlineCallbacks
+    def tearDown(self):
+        for client in self.raw_clients:
+            client.transport.loseConnection()
+        yield defer.gatherResults([c.lost for c in self.raw_clients])
+        yield self.pool.closeCachedConnections()
+        yield defer.gatherResults(self.site.connections_lost)
+        yield self.port.stopListening()
+
+    @defer.inlineCallbacks
+    def open_raw(self, target: bytes):
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port.getHost().port)
+        client = yield connectProtocol(endpoint, RawClient())
+        self.raw_clients.append(client)
+        client.transport.write(b"GET " + target + b" HTTP/1.1\r\nHost: cadvisor.test\r\n\r\n")
+        yield client.wait_for(lambda data: b"\r\n\r\n" in data)
+        return client
+
+    def url(self, query: str) -> str:
+        return "http://127.0.0.1:%d/api/v1.3/events?%s" % (self.port.getHost().port, query)
+
+    @defer.inlineCallbacks
+    def test_idle_stream_has_headers_and_no_body(self):
+        client = yield self.open_raw(b"/api/v1.3/events?stream=true&all_events=true&subcontainers=true")
+        head = client.data
+        self.assertTrue(head.startswith(b"HTTP/1.1 200 OK\r\n"), head)
+        self.assertTrue(head.endswith(b"\r\n\r\n"), head)
+        headers = head.lower()
+        self.assertIn(b"\r\ntransfer-encoding: chunked\r\n", headers)
+        self.assertNotIn(b"content-type", headers)
+        self.assertNotIn(b"content-length", headers)
+        self.assertEqual(self.sim.open_streams, 1)
+
+    @defer.inlineCallbacks
+    def test_only_events_after_registration_one_chunk_each(self):
+        self.sim.emit("/docker/a", "oom")
+        client = yield self.open_raw(b"/api/v1.3/events?stream=true&all_events=true&subcontainers=true")
+        head = client.data
+        first = self.sim.emit("/docker/a", "containerCreation")
+        second = self.sim.emit("/docker/b", "oomKill", process_name="a <b>", pid=3)
+        expected = head + chunk(first) + chunk(second)
+        data = yield client.wait_for(lambda data: len(data) >= len(expected))
+        self.assertEqual(data, expected)
+
+    @defer.inlineCallbacks
+    def test_streams_filter_by_type_and_container(self):
+        kills = yield self.open_raw(b"/api/v1.3/events/docker/a?stream=1&oom_kill_events=1&subcontainers=1")
+        nothing = yield self.open_raw(b"/api/v1.3/events?stream=1&subcontainers=1")
+        everything = yield self.open_raw(b"/api/v1.3/events?stream=1&all_events=1&subcontainers=1")
+        heads = (kills.data, nothing.data, everything.data)
+        emitted = [self.sim.emit("/docker/a/x", "oomKill"), self.sim.emit("/docker/ab", "oomKill"),
+                   self.sim.emit("/docker/a", "oom"), self.sim.emit("/docker/a", "oomKill")]
+        expected_all = heads[2] + b"".join(chunk(e) for e in emitted)
+        yield everything.wait_for(lambda data: len(data) >= len(expected_all))
+        expected_kills = heads[0] + chunk(emitted[0]) + chunk(emitted[3])
+        data = yield kills.wait_for(lambda data: len(data) >= len(expected_kills))
+        self.assertEqual(data, expected_kills)
+        self.assertEqual(nothing.data, heads[1])
+
+    @defer.inlineCallbacks
+    def test_end_streams_ends_cleanly(self):
+        response = yield self.client.get(self.url("stream=true&all_events=true&subcontainers=true"), unbuffered=True)
+        self.assertEqual(response.code, 200)
+        body = BodyCollector()
+        response.deliverBody(body)
+        event = self.sim.emit("/docker/a", "oom")
+        self.sim.end_streams()
+        yield body.done
+        self.assertIsInstance(body.reason.value, ResponseDone)
+        self.assertEqual(body.data, event.to_json() + b"\n")
+        self.assertEqual(self.sim.open_streams, 0)
+
+    @defer.inlineCallbacks
+    def test_cut_streams_ends_uncleanly(self):
+        response = yield self.client.get(self.url("stream=true&all_events=true&subcontainers=true"), unbuffered=True)
+        body = BodyCollector()
+        response.deliverBody(body)
+        self.sim.cut_streams()
+        yield body.done
+        self.assertIsInstance(body.reason.value, (PotentialDataLoss, ResponseFailed))
+        self.assertEqual(self.sim.open_streams, 0)
+
+    @defer.inlineCallbacks
+    def test_client_disconnect_removes_the_watch(self):
+        client = yield self.open_raw(b"/api/v1.3/events?stream=true&all_events=true")
+        self.assertEqual(self.sim.open_streams, 1)
+        client.transport.loseConnection()
+        yield self.site.connections_lost[0]
+        self.assertEqual(self.sim.open_streams, 0)
+        self.sim.emit("/", "oom")  # writes to nobody
+
+    @defer.inlineCallbacks
+    def test_restart_cuts_streams_and_replays_to_streams_opened_meanwhile(self):
+        oom, kill = self.sim.emit_oom("/docker/a", "java", 7)
+        before = yield self.open_raw(b"/api/v1.3/events?stream=true&all_events=true&subcontainers=true")
+        self.sim.restart(replay_delay=5)
+        yield before.lost
+        self.assertEqual(self.sim.open_streams, 0)
+        after = yield self.open_raw(b"/api/v1.3/events?stream=true&oom_kill_events=true&subcontainers=true")
+        expected = after.data + chunk(kill)
+        self.sim.clock.advance(5)
+        data = yield after.wait_for(lambda data: len(data) >= len(expected))
+        self.assertEqual(data, expected)
+        self.assertEqual([e.timestamp for e in self.sim.history()], [oom.timestamp, kill.timestamp])
+
+
+# --- twistd plugin module ------------------------------------------------------------------
+
+
+class TapTests(unittest.TestCase):
+    def parse(self, *argv):
+        options = simulator_tap.Options()
+        options.parseOptions(list(argv))
+        return options
+
+    def test_defaults(self):
+        options = self.parse()
+        self.assertEqual((options["listen"], options["rate"], options["history"], options["containers"]),
+                         (["tcp:8080"], 2.0, 0, 50))
+
+    def test_values_and_repeated_listen(self):
+        options = self.parse("--listen", "tcp:1", "--listen", "unix:/tmp/x.sock", "--rate", "0.5",
+                             "--history", "7", "--containers", "3")
+        self.assertEqual((options["listen"], options["rate"], options["history"], options["containers"]),
+                         (["tcp:1", "unix:/tmp/x.sock"], 0.5, 7, 3))
+
+    def test_bad_values_are_usage_errors(self):
+        for argv in (["--rate", "fast"], ["--rate", "-1"], ["--history", "1.5"], ["--containers", "0"],
+                     ["--listen", "carrier-pigeon:1"], ["--tz-offset", "1440"]):
+            self.assertRaises(usage.UsageError, self.parse, *argv)
+
+    def test_make_service_wires_listeners_and_emitter(self):
+        clock = MemoryReactorClock()
+        options = self.parse("--listen", "tcp:8081", "--listen", "tcp:8082", "--rate", "10", "--history", "5")
+        service = simulator_tap.makeService(options, reactor=clock)
+        self.assertEqual(len(service.simulator.history()), 5)
+        service.startService()
+        self.assertEqual([port for port, *_ in clock.tcpServers], [8081, 8082])
+        clock.advance(1)
+        clock.advance(0.1)
+        self.assertGreaterEqual(len(service.simulator.emitted), 15)
+        self.successResultOf(defer.maybeDeferred(service.stopService))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    @defer.inlineCallbacks
+    def test_started_service_listens_on_the_given_endpoint(self):
+        options = self.parse("--listen", "tcp:0:interface=127.0.0.1", "--rate", "0", "--history", "3")
+        service = simulator_tap.makeService(options)
+        service.startService()
+        self.addCleanup(service.stopService)
+        listener = next(iter(service))
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        client = HTTPClient(Agent(reactor, pool=pool))
+        base = "http://127.0.0.1:%d" % listener.port.getHost().port
+        response = yield client.get(base + "/healthz")
+        self.assertEqual((yield response.content()), b"ok")
+        response = yield client.get(base + "/api/v1.3/events?" + ALL)
+        self.assertEqual(len(json.loads((yield response.content()))), 3)
+        yield pool.closeCachedConnections()
