@@ -28,7 +28,8 @@ setup(
         "attrs>=22.2",
     ],
     extras_require={
-        "test": ["hypothesis>=6.0"],
+        "test": ["hypothesis>=6.0", "PyYAML>=5.1"],
+        "yaml": ["PyYAML>=5.1"],
         "bench": ["psutil>=5.9"],
     },
     classifiers=[
