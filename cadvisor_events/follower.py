@@ -1,0 +1,394 @@
+"""One cAdvisor followed for good: its event stream, reconnects, backfill and de-duplication.
+
+A :class:`Follower` keeps one stream open to one cAdvisor and counts every
+event it emits exactly once, through any number of breaks, as long as
+cAdvisor's history still holds what happened while the stream was down. It
+opens the stream first, then fetches history (the full history on a first
+connect when seeding, else ``start_time`` = the newest counted timestamp,
+original string), buffers the stream meanwhile, merges both with bounded
+de-duplication state (:mod:`cadvisor_events.dedup`) and only then counts the
+stream live. Its statistics are plain attributes read at scrape time. It
+must never let input kill or stall it, never reconnect in a tight loop, never
+log credentials, and never read time except through the injected clock.
+"""
+
+from __future__ import annotations
+
+import datetime
+from functools import partial
+from typing import Optional
+
+from twisted.application.internet import backoffPolicy
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone, ResponseFailed
+
+from .cadvisor import CAdvisorClient, Target, UpstreamError, describe_failure
+from .dedup import DedupPaths, Watermark, merge_backfill, parse_history
+from .event import InvalidEvent
+from .protocol import EventStreamProtocol
+
+__all__ = ["Follower", "parse_history", "MAX_BUFFERED"]
+
+log = Logger()
+
+#: Stream events held while a backfill runs; beyond this the attempt fails (``overflow``).
+MAX_BUFFERED = 100_000
+#: How long stopService waits for a stream's connection to close.
+STOP_TIMEOUT = 10.0
+
+STATES = ("idle", "connecting", "backfilling", "up", "down", "stopped")
+
+
+def _ignore(*args) -> None:
+    pass
+
+
+def _rfc3339(seconds: float) -> str:
+    moment = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Follower(DedupPaths, Service):
+    """Follow one cAdvisor's events; count each one exactly once into ``counters``.
+
+    Read by others (plain attributes): ``target``, ``state`` (one of
+    :data:`STATES`), ``up``, ``state_since``, ``tried``, ``received``,
+    ``invalid_lines``, ``connects``, ``failures`` (reason -> count),
+    ``backfilled``, ``duplicates_dropped``, ``last_event_time``,
+    ``last_error``, ``retries``.
+    """
+
+    __slots__ = (
+        "parent", "name", "running",  # IService's attributes, slotted too
+        "target", "oom_only", "seed_history", "connect_timeout", "history_timeout",
+        "max_history_bytes", "settle_seconds", "first_delay",
+        "state", "up", "state_since", "tried", "received", "invalid_lines", "connects",
+        "failures", "backfilled", "duplicates_dropped", "last_event_time", "last_error", "retries",
+        "_client", "_counters", "_count", "_clock", "_backoff", "_gate", "_gate_held", "_gate_wait",
+        "_attempt", "_timer", "_pending", "_protocol", "_buffer", "_buffer_oldest", "_mark",
+        "_floor", "_recent", "_settle_call", "_synced", "_backfill_from", "_logged_reason",
+        "_invalid_logged",
+    )
+
+    #: Stream events buffered during a backfill before the attempt fails with ``overflow``.
+    max_buffered = MAX_BUFFERED
+
+    def __init__(
+        self,
+        target: Target,
+        *,
+        client: CAdvisorClient,
+        counters,
+        clock,
+        oom_only: bool = False,
+        seed_history: bool = True,
+        connect_timeout: float = 30.0,
+        history_timeout: float = 120.0,
+        max_history_bytes: int = 256 * 1024 * 1024,
+        settle_seconds: float = 30.0,
+        backoff=backoffPolicy(initialDelay=1.0, maxDelay=30.0, factor=2.0),
+        first_delay: float = 0.0,
+        connect_gate: Optional[defer.DeferredSemaphore] = None,
+    ) -> None:
+        self.parent = None
+        self.name = None
+        self.running = 0
+        self.target = target
+        self.oom_only = oom_only
+        self.seed_history = seed_history
+        self.connect_timeout = connect_timeout
+        self.history_timeout = history_timeout
+        self.max_history_bytes = max_history_bytes
+        self.settle_seconds = settle_seconds
+        self.first_delay = first_delay
+        self._client = client
+        self._counters = counters
+        self._count = counters.count
+        self._clock = clock
+        self._backoff = backoff
+        self._gate = connect_gate
+        self._gate_held = False
+        self._gate_wait: Optional[defer.Deferred] = None
+
+        self.state = "idle"
+        self.up = False
+        self.state_since = clock.seconds()
+        self.tried = False
+        self.received = 0
+        self.invalid_lines = 0
+        self.connects = 0
+        self.failures: dict = {}
+        self.backfilled = 0
+        self.duplicates_dropped = 0
+        self.last_event_time: Optional[float] = None
+        self.last_error: Optional[str] = None
+        self.retries = 0
+
+        self._attempt = 0  # bumped at every connect, failure and stop: stale callbacks compare it
+        self._timer = None
+        self._pending: Optional[defer.Deferred] = None
+        self._protocol: Optional[EventStreamProtocol] = None
+        self._buffer: Optional[list] = None
+        self._buffer_oldest: Optional[int] = None
+        self._mark = Watermark()
+        self._floor: Optional[Watermark] = None
+        self._recent: Optional[set] = None
+        self._settle_call = None
+        self._synced = False  # a first backfill (or the decision to skip it) is done
+        self._backfill_from: Optional[str] = None  # start_time while nothing was counted
+        self._logged_reason: Optional[str] = None
+        self._invalid_logged = False
+
+    def __repr__(self) -> str:
+        return f"<Follower {self.target.name} {self.state}>"
+
+    @property
+    def backfill_since(self) -> Optional[str]:
+        """``start_time`` of the next reconnect's backfill (None: the whole history)."""
+        return self._mark.text or self._backfill_from
+
+    # -- service -------------------------------------------------------------------
+
+    def startService(self) -> None:
+        Service.startService(self)
+        self._timer = self._clock.callLater(self.first_delay, self._connect)
+
+    def stopService(self) -> defer.Deferred:
+        """Cancel timers and requests, close the stream; fires once it is really closed."""
+        Service.stopService(self)
+        self._attempt += 1
+        closed: Optional[defer.Deferred] = None
+        protocol = self._protocol
+        if protocol is not None and not protocol._ended:
+            closed = defer.Deferred()
+            protocol.on_end = lambda reason: closed.called or closed.callback(None)
+        self._teardown(keep_on_end=closed is not None)
+        self.up = False
+        self._set_state("stopped")
+        log.info("stopped following {host}", host=self.target.name)
+        if closed is None or closed.called:
+            return defer.succeed(None)
+        closed.addTimeout(STOP_TIMEOUT, self._clock)
+        closed.addErrback(lambda _: None)
+        return closed
+
+    # -- connecting ----------------------------------------------------------------
+
+    def _connect(self) -> None:
+        self._timer = None
+        self._attempt += 1
+        attempt = self._attempt
+        self._set_state("connecting")
+        if self._gate is None:
+            self._open(attempt)
+            return
+        wait = self._gate_wait = self._gate.acquire()
+        wait.addCallbacks(self._gate_acquired, _ignore, callbackArgs=(attempt,))
+
+    def _gate_acquired(self, _, attempt: int) -> None:
+        self._gate_wait = None
+        self._gate_held = True
+        if attempt != self._attempt:
+            self._release_gate()
+            return
+        self._open(attempt)
+
+    def _release_gate(self) -> None:
+        if self._gate_held:
+            self._gate_held = False
+            self._gate.release()
+
+    def _open(self, attempt: int) -> None:
+        try:
+            request = self._client.open_stream(self.target, oom_only=self.oom_only, timeout=self.connect_timeout)
+        except Exception as e:
+            self._fail(attempt, describe_failure(self.target, e))
+            return
+        # The client's own timeout runs on its reactor; this one on our clock.
+        request.addTimeout(self.connect_timeout, self._clock)
+        self._pending = request
+        request.addCallbacks(self._stream_opened, self._open_failed,
+                             callbackArgs=(attempt,), errbackArgs=(attempt,))
+        request.addErrback(self._bug, attempt)
+
+    def _open_failed(self, failure: Failure, attempt: int) -> None:
+        if attempt == self._attempt:
+            self._pending = None
+            self._fail(attempt, describe_failure(self.target, failure))
+
+    def _stream_opened(self, response, attempt: int) -> None:
+        if attempt != self._attempt:  # stopped or failed meanwhile: drop this stream
+            stale = EventStreamProtocol(_ignore, _ignore, _ignore)
+            response.deliverBody(stale)
+            stale.close()
+            return
+        self._pending = None
+        self._release_gate()
+        self.connects += 1
+        self.up = True
+        self._invalid_logged = False
+        protocol = self._protocol = EventStreamProtocol(
+            _ignore, self._on_invalid, partial(self._stream_ended, attempt))
+        if self._synced or self.seed_history:
+            start_time = self.backfill_since if self._synced else None
+            self._buffer = []
+            self._buffer_oldest = None
+            protocol.on_event = self._on_buffered_event
+            self._set_state("backfilling")
+            response.deliverBody(protocol)
+            if attempt == self._attempt:
+                self._fetch_history(attempt, start_time)
+        else:
+            # Not seeding: count from now on; a later backfill starts here.
+            self._synced = True
+            self._backfill_from = _rfc3339(self._clock.seconds())
+            protocol.on_event = self._on_live_event
+            self._go_live(None)
+            response.deliverBody(protocol)
+
+    # -- backfill ------------------------------------------------------------------
+
+    def _fetch_history(self, attempt: int, start_time: Optional[str]) -> None:
+        try:
+            request = self._client.fetch_history(
+                self.target, oom_only=self.oom_only, start_time=start_time,
+                timeout=self.history_timeout, max_bytes=self.max_history_bytes)
+        except Exception as e:
+            self._history_failed(Failure(e), attempt)
+            return
+        request.addTimeout(self.history_timeout, self._clock)
+        self._pending = request
+        request.addCallbacks(self._history_received, self._history_failed,
+                             callbackArgs=(attempt,), errbackArgs=(attempt,))
+        request.addErrback(self._bug, attempt)
+
+    def _history_failed(self, failure: Failure, attempt: int) -> None:
+        if attempt == self._attempt:
+            self._pending = None
+            error = describe_failure(self.target, failure)
+            self._fail(attempt, UpstreamError("history", f"backfill failed: {error.message}"))
+
+    def _history_received(self, body: bytes, attempt: int) -> None:
+        if attempt != self._attempt:
+            return
+        self._pending = None
+        try:
+            history, invalid = parse_history(body)
+        except InvalidEvent as e:
+            self._fail(attempt, UpstreamError("history", f"{self.target.base_url}: bad history: {e}"))
+            return
+        self.invalid_lines += invalid
+        self.received += len(history)
+        buffered, oldest = self._buffer, self._buffer_oldest
+        self._buffer = self._buffer_oldest = None
+        result = merge_backfill(self._mark, history, buffered, oldest, self._count)
+        self.backfilled += result.backfilled
+        self.duplicates_dropped += result.dropped
+        self.last_event_time = self._mark.seconds
+        self._synced = True
+        if self.settle_seconds > 0 and (result.floor is not None or result.recent):
+            self._floor, self._recent = result.floor, result.recent
+            self._settle_call = self._clock.callLater(self.settle_seconds, self._settled, attempt)
+            self._protocol.on_event = self._on_settling_event
+        else:
+            self._protocol.on_event = self._on_live_event
+        self._go_live(result.backfilled + result.from_buffer)
+
+    def _go_live(self, caught_up: Optional[int]) -> None:
+        """The stream is trusted now: healthy, so the backoff starts over."""
+        self.retries = 0
+        self.tried = True
+        self._logged_reason = None
+        self._set_state("up")
+        log.info("following {host}: stream up{extra}", host=self.target.name,
+                 extra="" if caught_up is None else f", {caught_up} events caught up")
+
+    def _settled(self, attempt: int) -> None:
+        self._settle_call = None
+        self._floor = self._recent = None
+        if attempt == self._attempt and self._protocol is not None:
+            self._protocol.on_event = self._on_live_event
+
+    # -- events --------------------------------------------------------------------
+
+    def _on_invalid(self, reason: str) -> None:
+        self.invalid_lines += 1
+        if not self._invalid_logged:
+            self._invalid_logged = True
+            log.warn("invalid line from {host} skipped: {reason}", host=self.target.name, reason=reason)
+
+    # -- breaks --------------------------------------------------------------------
+
+    def _stream_ended(self, attempt: int, reason: Failure) -> None:
+        if attempt != self._attempt:
+            return
+        self._protocol = None
+        if reason.check(ResponseDone):
+            self._fail(attempt, UpstreamError("eof", f"{self.target.base_url}: stream ended by the server"))
+            return
+        if reason.check(ResponseFailed):
+            why = describe_failure(self.target, reason).message
+        else:
+            why = f"{self.target.base_url}: {reason.getErrorMessage() or reason.type.__name__}"
+        self._fail(attempt, UpstreamError("cut", f"stream cut: {why}"))
+
+    def _overflow(self) -> None:
+        self._fail(self._attempt, UpstreamError(
+            "overflow", f"{self.target.base_url}: over {self.max_buffered} stream events during a backfill"))
+
+    def _bug(self, failure: Failure, attempt: int) -> None:
+        log.failure("follower of {host} failed", failure, host=self.target.name)
+        self._fail(attempt, UpstreamError("internal", f"internal error: {failure.getErrorMessage()}"))
+
+    def _fail(self, attempt: int, error: UpstreamError) -> None:
+        """End this attempt: record why, drop its stream, retry after the backoff."""
+        if attempt != self._attempt or not self.running:
+            return
+        self._attempt += 1
+        self._teardown()
+        self.up = False
+        self.tried = True
+        reason = error.reason
+        self.failures[reason] = self.failures.get(reason, 0) + 1
+        self.last_error = error.message
+        delay = self._backoff(self.retries)
+        self.retries += 1
+        self._set_state("down")
+        if reason != self._logged_reason:
+            self._logged_reason = reason
+            # Once per reason until the stream is up again: a dead host does not flood the log.
+            log.warn("stream from {host} down ({reason}): {error}; retrying in {delay:.1f}s",
+                     host=self.target.name, reason=reason, error=error.message, delay=delay)
+        self._timer = self._clock.callLater(delay, self._connect)
+
+    def _teardown(self, keep_on_end: bool = False) -> None:
+        """Cancel whatever the current attempt has in flight and close its stream."""
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        if self._settle_call is not None and self._settle_call.active():
+            self._settle_call.cancel()
+        self._settle_call = None
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.cancel()
+        wait, self._gate_wait = self._gate_wait, None
+        if wait is not None:
+            wait.cancel()
+        self._release_gate()
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None:
+            protocol.on_event = protocol.on_invalid = _ignore
+            if not keep_on_end:
+                protocol.on_end = _ignore
+            protocol.close()
+        self._buffer = self._buffer_oldest = None
+        self._floor = self._recent = None
+
+    def _set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            self.state_since = self._clock.seconds()

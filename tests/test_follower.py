@@ -1,0 +1,826 @@
+"""Tests for cadvisor_events.follower (and its de-duplication state, cadvisor_events.dedup).
+
+Time comes from ``task.Clock``; cAdvisor is a fake client whose Deferreds the
+tests fire, plus one end-to-end test against the simulator on a loopback port.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+
+import msgspec
+from hypothesis import given, settings, strategies as st
+from twisted.application.internet import backoffPolicy
+from twisted.internet import defer, task
+from twisted.internet.error import ConnectionLost, ConnectionRefusedError
+from twisted.internet.testing import StringTransport
+from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.trial import unittest
+from twisted.web.client import ResponseDone, ResponseFailed
+from twisted.web.http import PotentialDataLoss
+
+from cadvisor_events.cadvisor import Target, UpstreamError
+from cadvisor_events.dedup import RECENT_TAIL, Watermark, event_ns, merge_backfill, parse_history
+from cadvisor_events.event import Event, InvalidEvent, decode_event, timestamp_ns
+from cadvisor_events.follower import Follower
+
+TARGET = Target("cadvisor.example", 8080)
+NO_JITTER = backoffPolicy(initialDelay=1.0, maxDelay=30.0, factor=2.0, jitter=lambda: 0)
+
+
+# -- fakes ------------------------------------------------------------------------------
+
+
+def ts(second: int, nanos: int = 0, zone: str = "-03:00") -> str:
+    """A Go RFC 3339 timestamp (trailing zeros trimmed) ``second`` seconds after a base."""
+    base = datetime.datetime(2026, 11, 24, 17, 0, 0) + datetime.timedelta(seconds=second)
+    frac = ("." + ("%09d" % nanos).rstrip("0")) if nanos else ""
+    return base.strftime("%Y-%m-%dT%H:%M:%S") + frac + zone
+
+
+def event(container: str, event_type: str, timestamp: str, process: str = None, pid: int = None) -> bytes:
+    """One event's JSON, as cAdvisor writes it."""
+    doc = {"container_name": container, "timestamp": timestamp, "event_type": event_type, "event_data": {}}
+    if process is not None:
+        doc["event_data"] = {"oom": {"pid": pid or 1, "process_name": process}}
+    return msgspec.json.encode(doc)
+
+
+def history(*lines: bytes) -> bytes:
+    return b"[" + b",".join(lines) + b"]"
+
+
+class BodyTransport(StringTransport):
+    """The response body's producer; remembers that the follower stopped it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopped = False
+
+    def stopProducing(self) -> None:
+        super().stopProducing()
+        self.stopped = True
+
+
+class FakeResponse:
+    code = 200
+
+    def __init__(self) -> None:
+        self.protocol = None
+        self.transport = BodyTransport()
+
+    def deliverBody(self, protocol) -> None:
+        self.protocol = protocol
+        protocol.makeConnection(self.transport)
+
+    def send(self, *lines: bytes) -> None:
+        for line in lines:
+            self.protocol.dataReceived(line + b"\n")
+
+    def end(self) -> None:
+        self.protocol.connectionLost(Failure(ResponseDone()))
+
+    def cut(self) -> None:
+        self.protocol.connectionLost(Failure(PotentialDataLoss()))
+
+    def reset(self) -> None:
+        self.protocol.connectionLost(Failure(ResponseFailed([Failure(ConnectionLost())])))
+
+
+class FakeClient:
+    """A CAdvisorClient whose answers the test gives."""
+
+    def __init__(self) -> None:
+        self.streams: list[defer.Deferred] = []
+        self.histories: list[tuple[str, defer.Deferred]] = []
+        self.responses: list[FakeResponse] = []
+
+    def open_stream(self, target, *, oom_only, timeout):
+        d = defer.Deferred()
+        self.streams.append(d)
+        return d
+
+    def fetch_history(self, target, *, oom_only, start_time=None, timeout=30.0, max_bytes=0):
+        d = defer.Deferred()
+        self.histories.append((start_time, d))
+        return d
+
+    def accept(self) -> FakeResponse:
+        """Answer the latest stream request with 200 and an open body."""
+        response = FakeResponse()
+        self.responses.append(response)
+        self.streams[-1].callback(response)
+        return response
+
+    def answer_history(self, *lines: bytes) -> None:
+        self.histories[-1][1].callback(history(*lines))
+
+    @property
+    def last_start_time(self):
+        return self.histories[-1][0]
+
+
+class Counters:
+    """The counters sink: counts by the Go seed's key."""
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter = collections.Counter()
+        self.total = 0
+
+    def count(self, event: Event) -> None:
+        self.counts[event.key] += 1
+        self.total += 1
+
+
+def key(line: bytes):
+    return decode_event(line).key
+
+
+class FollowerTestCase(unittest.TestCase):
+    def make(self, **kwargs) -> Follower:
+        self.clock = task.Clock()
+        self.client = FakeClient()
+        self.counters = Counters()
+        kwargs.setdefault("backoff", NO_JITTER)
+        self.follower = Follower(kwargs.pop("target", TARGET), client=self.client, counters=self.counters,
+                                 clock=self.clock, **kwargs)
+        self.follower.startService()
+        self.addCleanup(self._stop)
+        return self.follower
+
+    def _stop(self):
+        if self.follower.running:
+            d = self.follower.stopService()
+            for response in self.client.responses:
+                if response.protocol is not None:
+                    response.reset()
+            return d
+
+    def up(self, *history_lines: bytes) -> FakeResponse:
+        """Connect now: accept the stream and answer the backfill."""
+        self.clock.advance(0)
+        response = self.client.accept()
+        if self.follower.state == "backfilling":
+            self.client.answer_history(*history_lines)
+        self.assertEqual(self.follower.state, "up")
+        return response
+
+    def reconnect_delay(self) -> float:
+        (call,) = self.clock.getDelayedCalls()
+        return call.getTime() - self.clock.seconds()
+
+
+# -- tests ------------------------------------------------------------------------------
+
+
+A = event("/docker/a", "containerCreation", ts(1))
+B = event("/docker/a", "oom", ts(2, 500))
+C = event("/docker/a", "oomKill", ts(2, 500), "java", 42)
+D = event("/docker/b", "containerDeletion", ts(3, 123456789))
+E = event("/docker/b", "containerCreation", ts(4, 1))
+F = event("/docker/c", "oom", ts(5))
+G = event("/docker/c", "oomKill", ts(5), "node", 7)
+
+
+class FirstConnectTests(FollowerTestCase):
+    def test_starts_idle_and_connects_after_first_delay(self):
+        f = self.make(first_delay=5)
+        self.assertEqual((f.state, f.up, f.tried), ("idle", False, False))
+        self.clock.advance(4.9)
+        self.assertEqual(self.client.streams, [])
+        self.clock.advance(0.1)
+        self.assertEqual(len(self.client.streams), 1)
+        self.assertEqual(f.state, "connecting")
+        self.assertEqual(f.state_since, 5)
+
+    def test_seeds_from_full_history(self):
+        f = self.make()
+        self.clock.advance(0)
+        self.assertEqual(self.client.histories, [])  # the stream is opened first
+        response = self.client.accept()
+        self.assertEqual((f.state, f.up, f.connects, f.tried), ("backfilling", True, 1, False))
+        self.assertEqual(self.client.last_start_time, None)
+        self.client.answer_history(A, B, C)
+        self.assertEqual((f.state, f.tried, f.retries), ("up", True, 0))
+        self.assertEqual(self.counters.counts, collections.Counter(map(key, [A, B, C])))
+        self.assertEqual((f.backfilled, f.received, f.duplicates_dropped), (3, 3, 0))
+        self.assertEqual(f.last_event_time, timestamp_ns(ts(2, 500)) / 1e9)
+        response.send(D, E)
+        self.assertEqual(self.counters.total, 5)
+        self.assertEqual(f.received, 5)
+        self.assertEqual(f.last_event_time, timestamp_ns(ts(4, 1)) / 1e9)
+
+    def test_no_seed_skips_history(self):
+        f = self.make(seed_history=False)
+        response = self.up()
+        self.assertEqual(self.client.histories, [])
+        self.assertEqual((f.backfilled, f.tried), (0, True))
+        response.send(A, B)
+        self.assertEqual(self.counters.total, 2)
+
+    def test_no_seed_break_before_any_event_backfills_from_first_connect(self):
+        f = self.make(seed_history=False)
+        self.clock.advance(1000)
+        response = self.up()
+        response.end()
+        self.clock.advance(1)
+        self.client.accept()
+        self.assertEqual(self.client.last_start_time, "1970-01-01T00:16:40.000000Z")
+
+    def test_empty_history_then_break_fetches_everything_again(self):
+        f = self.make()
+        self.up()
+        self.client.responses[-1].end()
+        self.clock.advance(1)
+        self.client.accept()
+        self.assertIsNone(self.client.last_start_time)
+        self.client.answer_history(A)
+        self.assertEqual((self.counters.total, f.backfilled), (1, 1))
+
+    def test_failed_seed_is_retried_as_a_seed(self):
+        f = self.make()
+        self.clock.advance(0)
+        self.client.accept()
+        self.client.histories[-1][1].errback(UpstreamError("timeout", "slow"))
+        self.assertEqual(f.failures, {"history": 1})
+        self.clock.advance(1)
+        self.client.accept()
+        self.assertIsNone(self.client.last_start_time)
+        self.client.answer_history(A, B)
+        self.assertEqual(self.counters.total, 2)
+
+
+class ReconnectTests(FollowerTestCase):
+    def test_backfills_from_the_original_timestamp_string(self):
+        f = self.make()
+        response = self.up(A)
+        newest = event("/docker/x", "oom", "2026-11-24T20:00:09.100000009+00:00")
+        older = event("/docker/y", "containerCreation", "2026-11-24T16:00:00Z")  # out of order
+        response.send(newest, older)
+        self.assertEqual(self.counters.total, 3)
+        response.end()
+        self.assertEqual((f.state, f.up, f.failures), ("down", False, {"eof": 1}))
+        self.assertEqual(f.backfill_since, "2026-11-24T20:00:09.100000009+00:00")
+        self.clock.advance(1)
+        self.client.accept()
+        self.assertEqual(self.client.last_start_time, "2026-11-24T20:00:09.100000009+00:00")
+
+    def test_inclusive_boundary_not_double_counted(self):
+        f = self.make()
+        response = self.up(A, B)
+        response.cut()
+        self.assertEqual(f.failures, {"cut": 1})
+        self.clock.advance(1)
+        self.client.accept()
+        self.assertEqual(self.client.last_start_time, ts(2, 500))
+        # B again (inclusive bound), C shares B's nanosecond but was never counted, D is new.
+        self.client.answer_history(B, C, D)
+        self.assertEqual(self.counters.counts, collections.Counter(map(key, [A, B, C, D])))
+        self.assertEqual((f.backfilled, f.duplicates_dropped), (4, 1))
+
+    def test_tie_set_survives_a_break(self):
+        f = self.make()
+        self.up(A, B, C)
+        self.client.responses[-1].reset()
+        self.clock.advance(1)
+        self.client.accept()
+        self.client.answer_history(B, C, D)
+        self.assertEqual(self.counters.total, 4)
+        self.assertEqual(f.duplicates_dropped, 2)
+
+    def test_stream_events_during_backfill_neither_lost_nor_double_counted(self):
+        f = self.make()
+        self.up(A)
+        self.client.responses[-1].end()
+        self.clock.advance(1)
+        response = self.client.accept()
+        self.assertEqual(f.state, "backfilling")
+        # Emitted while backfilling: D and E reach the stream before the history
+        # is read (so they are in both), F only after it.
+        response.send(D, E)
+        response.send(b"garbage")
+        self.assertEqual(self.counters.total, 1)  # buffered, not counted yet
+        response.send(F)
+        self.client.answer_history(A, B, C, D, E)  # B, C happened while down
+        self.assertEqual(f.state, "up")
+        self.assertEqual(self.counters.counts, collections.Counter(map(key, [A, B, C, D, E, F])))
+        self.assertEqual(f.duplicates_dropped, 3)  # A (boundary), D, E
+        self.assertEqual(f.backfilled, 1 + 4)  # A (seed), then B, C, D, E from history
+        self.assertEqual(f.invalid_lines, 1)
+        self.assertIsNone(f._buffer)
+        response.send(G)
+        self.assertEqual(self.counters.total, 7)
+
+    def test_history_event_repeated_late_on_the_stream_dropped(self):
+        f = self.make()
+        self.up(A)
+        self.client.responses[-1].end()
+        self.clock.advance(1)
+        response = self.client.accept()
+        self.client.answer_history(A, B, C, D)
+        # The stream delivers D after the history answer (a slow stream).
+        response.send(D, E)
+        self.assertEqual(self.counters.counts, collections.Counter(map(key, [A, B, C, D, E])))
+        self.assertEqual(f.duplicates_dropped, 2)
+
+    def test_seed_race_with_the_stream(self):
+        self.make()
+        response = self.up(A, B, C)
+        response.send(B, C, D)  # the newest history events again, on the stream
+        self.assertEqual(self.counters.total, 4)
+
+    def test_replayed_ooms_after_restart_dropped_then_old_creations_counted(self):
+        f = self.make(settle_seconds=30)
+        response = self.up(A, B, C)
+        response.send(D, F, G)
+        self.assertEqual(self.counters.total, 6)
+        response.cut()  # cAdvisor restarts: history empty, then OOMs replayed from kmsg
+        self.clock.advance(1)
+        response = self.client.accept()
+        response.send(B, C)  # replays on the new stream during the backfill
+        new = event("/docker/d", "oom", ts(6))
+        self.client.answer_history(B, C, F, G, new)  # restarted history: replays, one new OOM
+        self.assertEqual(self.counters.total, 7)
+        self.assertEqual(f.state, "up")
+        # Replays that arrive after the backfill, within the settle window: dropped.
+        response.send(F, G, B)
+        self.assertEqual(self.counters.total, 7)
+        self.assertEqual(f.duplicates_dropped, 9)
+        # After the window an out-of-order (older) creation event is a real event.
+        self.clock.advance(30)
+        old_creation = event("/docker/late", "containerCreation", ts(1, 5))
+        response.send(old_creation)
+        self.assertEqual(self.counters.total, 8)
+        self.assertEqual(self.counters.counts[key(old_creation)], 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_retries_reset_once_backfill_completed(self):
+        f = self.make()
+        self.clock.advance(0)
+        for _ in range(3):
+            self.client.streams[-1].errback(ConnectionRefusedError())
+            self.clock.advance(self.reconnect_delay())
+        self.assertEqual(f.retries, 3)
+        self.client.accept()
+        self.assertEqual(f.retries, 3)  # not healthy before the backfill
+        self.client.answer_history()
+        self.assertEqual(f.retries, 0)
+        self.client.responses[-1].end()
+        self.assertEqual(self.reconnect_delay(), 1.0)
+
+
+class FailureTests(FollowerTestCase):
+    def test_backoff_grows_is_capped_and_is_waited_for(self):
+        f = self.make()
+        self.clock.advance(0)
+        for attempt, delay in enumerate([1, 2, 4, 8, 16, 30, 30, 30], start=1):
+            self.client.streams[-1].errback(ConnectionRefusedError())
+            self.assertEqual((f.state, f.up, f.tried), ("down", False, True))
+            self.assertEqual(f.retries, attempt)
+            self.assertAlmostEqual(self.reconnect_delay(), delay)
+            self.clock.advance(delay - 0.001)
+            self.assertEqual(len(self.client.streams), attempt)
+            self.clock.advance(0.001)
+            self.assertEqual(len(self.client.streams), attempt + 1)
+        self.assertEqual(f.failures, {"refused": 8})
+        self.assertIn("refused", f.last_error)
+
+    def test_default_backoff_is_jittered_and_capped(self):
+        f = self.make(backoff=Follower.__init__.__kwdefaults__["backoff"])
+        self.clock.advance(0)
+        delays = []
+        for _ in range(10):
+            self.client.streams[-1].errback(ConnectionRefusedError())
+            delays.append(self.reconnect_delay())
+            self.clock.advance(delays[-1])
+        self.assertTrue(1 <= delays[0] < 2, delays)
+        self.assertTrue(all(30 <= d < 31 for d in delays[6:]), delays)
+        self.assertEqual(f.failures, {"refused": 10})
+
+    def test_header_timeout(self):
+        f = self.make(connect_timeout=10)
+        self.clock.advance(0)
+        request = self.client.streams[-1]
+        self.clock.advance(9.9)
+        self.assertEqual(f.state, "connecting")
+        self.clock.advance(0.1)
+        self.assertTrue(request.called)  # cancelled
+        self.assertEqual((f.state, f.failures), ("down", {"timeout": 1}))
+        self.clock.advance(self.reconnect_delay())
+        self.assertEqual(len(self.client.streams), 2)
+
+    def test_non_200(self):
+        f = self.make()
+        self.clock.advance(0)
+        self.client.streams[-1].errback(UpstreamError("status", "http://cadvisor.example:8080 answered HTTP 500: x"))
+        self.assertEqual(f.failures, {"status": 1})
+        self.assertEqual(f.last_error, "http://cadvisor.example:8080 answered HTTP 500: x")
+        self.assertEqual(f.connects, 0)
+
+    def test_history_failure_closes_the_stream_and_retries(self):
+        f = self.make()
+        self.clock.advance(0)
+        response = self.client.accept()
+        self.client.histories[-1][1].errback(UpstreamError("status", "answered HTTP 500"))
+        self.assertEqual((f.state, f.up, f.failures), ("down", False, {"history": 1}))
+        self.assertTrue(response.transport.stopped)
+        self.assertIn("backfill failed", f.last_error)
+        self.clock.advance(1)
+        self.up(A)
+        self.assertEqual(self.counters.total, 1)
+
+    def test_history_timeout(self):
+        f = self.make(history_timeout=60)
+        self.clock.advance(0)
+        self.client.accept()
+        self.clock.advance(60)
+        self.assertTrue(self.client.histories[-1][1].called)
+        self.assertEqual(f.failures, {"history": 1})
+
+    def test_history_that_is_not_an_array(self):
+        f = self.make()
+        self.clock.advance(0)
+        self.client.accept()
+        self.client.histories[-1][1].callback(b"<html>")
+        self.assertEqual(f.failures, {"history": 1})
+
+    def test_history_with_a_bad_element_keeps_the_good_ones(self):
+        f = self.make()
+        self.clock.advance(0)
+        self.client.accept()
+        bad_ts = event("/docker/z", "oom", "yesterday")
+        self.client.histories[-1][1].callback(history(A, b'{"nope":1}', bad_ts, B))
+        self.assertEqual((self.counters.total, f.invalid_lines, f.state), (2, 2, "up"))
+
+    def test_overflow(self):
+        self.patch(Follower, "max_buffered", 5)
+        f = self.make()
+        self.clock.advance(0)
+        response = self.client.accept()
+        history_request = self.client.histories[-1][1]
+        response.send(*[event("/docker/a", "oom", ts(i)) for i in range(7)])
+        self.assertEqual((f.state, f.failures), ("down", {"overflow": 1}))
+        self.assertTrue(response.transport.stopped)
+        self.assertTrue(history_request.called)  # cancelled
+        self.assertEqual(self.counters.total, 0)
+        self.assertIsNone(f._buffer)
+        self.clock.advance(1)
+        self.up(A)
+        self.assertEqual(self.counters.total, 1)
+
+    def test_end_and_cut_reasons(self):
+        f = self.make()
+        for ending, reason in (("end", "eof"), ("cut", "cut"), ("reset", "cut")):
+            response = self.up()
+            getattr(response, ending)()
+            self.assertEqual(f.failures.get(reason, 0) > 0, True)
+            self.clock.advance(self.reconnect_delay())
+        self.assertEqual(f.failures, {"eof": 1, "cut": 2})
+
+    def test_bad_lines_never_stop_anything(self):
+        f = self.make()
+        response = self.up()
+        response.send(b"{", A, b"null", event("/docker/q", "oom", "2026-13-45T99:00:00Z"), B)
+        response.protocol.dataReceived(b"\xff" * 3_000_000 + b"\n")
+        response.send(C)
+        self.assertEqual((self.counters.total, f.invalid_lines, f.state), (3, 4, "up"))
+
+    def test_connect_error_at_call_time(self):
+        f = self.make()
+        self.client.open_stream = lambda *a, **k: 1 / 0
+        self.clock.advance(0)
+        self.assertEqual(f.state, "down")
+        self.assertEqual(sum(f.failures.values()), 1)
+
+    def test_no_credentials_in_errors_or_logs(self):
+        logged = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        f = self.make(target=Target("h", 1, username="admin", password="s3cret-pw"))
+        self.clock.advance(0)
+        self.client.streams[-1].errback(ConnectionRefusedError())
+        self.clock.advance(1)
+        self.client.accept().end()
+        from twisted.logger import formatEvent
+        text = " ".join(formatEvent(e) for e in logged) + repr(f) + str(f.last_error)
+        self.assertNotIn("s3cret-pw", text)
+        self.assertIn("h:1", text)
+
+    def test_repeated_failures_logged_once(self):
+        logged = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        self.make()
+        self.clock.advance(0)
+        for _ in range(5):
+            self.client.streams[-1].errback(ConnectionRefusedError())
+            self.clock.advance(self.reconnect_delay())
+        downs = [e for e in logged if "down" in (e.get("log_format") or "")]
+        self.assertEqual(len(downs), 1)
+
+
+class GateTests(FollowerTestCase):
+    def test_gate_bounds_attempts_in_flight(self):
+        gate = defer.DeferredSemaphore(1)
+        clock = task.Clock()
+        clients = [FakeClient(), FakeClient()]
+        followers = [Follower(Target(f"h{i}", 1), client=c, counters=Counters(), clock=clock,
+                              connect_gate=gate, backoff=NO_JITTER) for i, c in enumerate(clients)]
+        for f in followers:
+            f.startService()
+        clock.advance(0)
+        self.assertEqual([len(c.streams) for c in clients], [1, 0])
+        clients[0].streams[-1].errback(ConnectionRefusedError())  # failure releases
+        self.assertEqual([len(c.streams) for c in clients], [1, 1])
+        clock.advance(1)
+        self.assertEqual([len(c.streams) for c in clients], [1, 1])  # h0 waits for h1's headers
+        clients[1].accept()  # headers release
+        self.assertEqual([len(c.streams) for c in clients], [2, 1])
+        self.assertEqual(gate.tokens, 0)
+        stops = [f.stopService() for f in followers]
+        clients[1].responses[-1].reset()
+        self.assertEqual(gate.tokens, 1)
+        self.assertTrue(all(d.called for d in stops))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_stop_while_waiting_for_the_gate(self):
+        gate = defer.DeferredSemaphore(1)
+        gate.acquire()
+        f = self.make(connect_gate=gate)
+        self.clock.advance(0)
+        self.assertEqual(self.client.streams, [])
+        f.stopService()
+        gate.release()
+        self.assertEqual((gate.tokens, self.client.streams), (1, []))
+
+
+class StopTests(FollowerTestCase):
+    def test_stop_closes_the_stream_and_waits_for_it(self):
+        f = self.make()
+        response = self.up(A)
+        stopped = f.stopService()
+        self.assertTrue(response.transport.stopped)
+        self.assertFalse(stopped.called)
+        self.assertEqual((f.state, f.up), ("stopped", False))
+        response.reset()
+        self.assertTrue(stopped.called)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(f.failures, {})  # a stop is not a failure
+
+    def test_stop_cancels_the_pending_reconnect(self):
+        f = self.make()
+        self.up().end()
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        stopped = f.stopService()
+        self.assertTrue(stopped.called)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.clock.advance(100)
+        self.assertEqual(len(self.client.streams), 1)
+
+    def test_stop_while_connecting_cancels_the_request(self):
+        f = self.make()
+        self.clock.advance(0)
+        request = self.client.streams[-1]
+        self.assertTrue(f.stopService().called)
+        self.assertTrue(request.called)
+        self.assertEqual(f.failures, {})
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_stop_while_backfilling(self):
+        f = self.make()
+        self.clock.advance(0)
+        response = self.client.accept()
+        stopped = f.stopService()
+        self.assertTrue(self.client.histories[-1][1].called)
+        response.cut()
+        self.assertTrue(stopped.called)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_stop_before_first_delay(self):
+        f = self.make(first_delay=10)
+        self.assertTrue(f.stopService().called)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_stop_gives_up_waiting_eventually(self):
+        f = self.make()
+        self.up()
+        stopped = f.stopService()
+        self.clock.advance(10)
+        self.assertTrue(stopped.called)
+
+    def test_stream_answered_for_a_stale_attempt_is_dropped(self):
+        f = self.make()
+        self.clock.advance(0)
+        stale = f._attempt
+        f.stopService()
+        response = FakeResponse()
+        f._stream_opened(response, stale)  # a client that ignored the cancellation
+        self.assertTrue(response.transport.stopped)
+        self.assertEqual((f.connects, f.state), (0, "stopped"))
+
+
+class BoundedStateTests(FollowerTestCase):
+    def test_state_stays_small_after_many_live_events(self):
+        f = self.make()
+        response = self.up(A)
+        response.cut()
+        self.clock.advance(1)
+        response = self.client.accept()
+        self.client.answer_history(A)
+        for i in range(50_000):
+            stamp = ts(10 + i // 1000, (i % 1000) * 1000 + 1)
+            response.protocol.dataReceived(
+                event("/docker/a", "oom", stamp) + b"\n" + event("/docker/a", "oomKill", stamp, "java", i) + b"\n")
+        self.assertEqual(self.counters.total, 100_001)
+        self.assertEqual(len(f._mark.ties), 2)
+        self.assertIsNone(f._buffer)
+        self.clock.advance(30)
+        self.assertIsNone(f._recent)
+        self.assertIsNone(f._floor)
+        self.assertEqual(response.protocol.buffered, 0)
+        self.assertFalse(getattr(f, "__dict__", {}))  # everything in __slots__
+
+
+class DedupTests(unittest.TestCase):
+    def timed(self, *lines):
+        return [(decode_event(line), timestamp_ns(decode_event(line).timestamp)) for line in lines]
+
+    def test_watermark(self):
+        mark = Watermark()
+        self.assertIsNone(mark.seconds)
+        (a, na), (b, nb), (c, nc) = self.timed(A, B, C)
+        self.assertFalse(mark.seen(a, na))
+        self.assertTrue(mark.advance(a, na) and mark.advance(b, nb))
+        self.assertTrue(mark.advance(c, nc))
+        self.assertFalse(mark.advance(c, nc))
+        self.assertEqual((mark.text, mark.ties), (ts(2, 500), {b, c}))
+        self.assertTrue(mark.seen(a, na) and mark.seen(b, nb))
+        copy = mark.copy()
+        mark.advance(*self.timed(D)[0])
+        self.assertEqual(copy.ties, {b, c})
+
+    def test_recent_window_is_bounded(self):
+        mark = Watermark()
+        lines = [event("/docker/a", "oom", ts(i)) for i in range(3000)]
+        result = merge_backfill(mark, self.timed(*lines), [], None, lambda e: None)
+        self.assertEqual(len(result.recent), RECENT_TAIL)
+        result = merge_backfill(Watermark(), self.timed(*lines), self.timed(lines[100]),
+                                timestamp_ns(ts(100)), lambda e: None)
+        self.assertEqual(len(result.recent), 2900)
+        self.assertEqual(result.dropped, 1)
+
+    def test_parse_history_sorts_and_counts_bad_elements(self):
+        timed, invalid = parse_history(history(B, A, b"3"))
+        self.assertEqual([e for e, _ in timed], [decode_event(A), decode_event(B)])
+        self.assertEqual(invalid, 1)
+        self.assertEqual(parse_history(b"[]"), ([], 0))
+        self.assertRaises(InvalidEvent, parse_history, b"{}")
+
+    @settings(max_examples=500, deadline=None)
+    @given(st.one_of(
+        st.builds(lambda d, f, z: d + f + z,
+                  st.sampled_from(["2026-11-24T17:25:55", "1970-01-01T00:00:00", "2026-02-30T00:00:00",
+                                   "2026-11-24t17:25:55", "9999-12-31T23:59:59", "2026-11-24T17:25"]),
+                  st.one_of(st.just(""), st.text("0123456789", max_size=11).map(lambda s: "." + s),
+                            st.text(max_size=4)),
+                  st.sampled_from(["Z", "z", "-03:00", "+05:30", "+0530", "", "Zx", "-3:00", "+aa:bb"])),
+        st.text(max_size=40)))
+    def test_event_ns_agrees_with_timestamp_ns(self, text):
+        try:
+            want = timestamp_ns(text)
+        except InvalidEvent:
+            self.assertRaises(InvalidEvent, event_ns, text)
+        else:
+            self.assertEqual(event_ns(text), want)
+
+
+class EndToEndTests(unittest.TestCase):
+    """A follower with a real CAdvisorClient against the simulator on a loopback port."""
+
+    timeout = 30
+
+    def setUp(self):
+        from twisted.internet import reactor
+        from twisted.web.client import Agent, HTTPConnectionPool
+        from twisted.web.server import Site
+        from treq.client import HTTPClient
+
+        from cadvisor_events.cadvisor import CAdvisorClient
+        from cadvisor_events.simulator import Simulator
+
+        self.reactor = reactor
+        self.sim_clock = task.Clock()
+        self.sim_clock.advance(1_764_000_000)
+        self.sim = Simulator(clock=self.sim_clock, seed=0)
+        self.site = Site(self.sim.resource)
+        self.server_lost: list = []
+        build = self.site.buildProtocol
+
+        def tracked(addr):  # so tearDown can wait for every server connection to be gone
+            protocol = build(addr)
+            lost, original = defer.Deferred(), protocol.connectionLost
+
+            def connectionLost(reason):
+                original(reason)
+                lost.callback(None)
+
+            protocol.connectionLost = connectionLost
+            self.server_lost.append(lost)
+            return protocol
+
+        self.site.buildProtocol = tracked
+        self.port = reactor.listenTCP(0, self.site, interface="127.0.0.1")
+        self.pool = HTTPConnectionPool(reactor, persistent=False)
+        client = CAdvisorClient(reactor, http=HTTPClient(Agent(reactor, pool=self.pool)))
+        self.counters = Counters()
+        self.follower = Follower(
+            Target("127.0.0.1", self.port.getHost().port), client=client, counters=self.counters,
+            clock=reactor, backoff=lambda n: 0.05, connect_timeout=5, history_timeout=5)
+
+    @defer.inlineCallbacks
+    def tearDown(self):
+        if self.follower.running:
+            yield self.follower.stopService()
+        yield self.pool.closeCachedConnections()
+        yield defer.gatherResults(self.server_lost)
+        yield self.port.stopListening()
+
+    @defer.inlineCallbacks
+    def until(self, condition, what):
+        """Wait for real I/O to make ``condition()`` true (bounded)."""
+        for _ in range(1000):
+            if condition():
+                return
+            yield task.deferLater(self.reactor, 0.01, lambda: None)
+        self.fail(f"timed out waiting for {what}: state={self.follower.state} "
+                  f"failures={self.follower.failures} counted={self.counters.total}")
+
+    def emit(self, n):
+        for _ in range(n):
+            self.sim_clock.advance(0.001)
+            self.sim.emit_random(1)
+        self.sim_clock.advance(0.001)
+        self.sim.emit_oom(self.sim.rng.choice(self.sim.container_pool), "java", self.sim.rng.randrange(2, 99999))
+
+    def emit_during_backfill(self, n):
+        """Emit ``n`` events when the next history request arrives, just before it is answered."""
+        answer = self.sim.history
+
+        def history(query, **kwargs):
+            del self.sim.history
+            if query.start_ns is not None or query.event_types:
+                self.emit(n)
+            return answer(query, **kwargs)
+
+        self.sim.history = history
+
+    def emit_on_stream_open(self, n):
+        """Emit ``n`` events right after the next stream registers (they follow its headers)."""
+        open_stream = self.sim._open_stream
+
+        def opened(request, query):
+            del self.sim._open_stream
+            result = open_stream(request, query)
+            self.emit(n)
+            return result
+
+        self.sim._open_stream = opened
+
+    def caught_up(self):
+        return self.follower.state == "up" and self.counters.counts == self.sim.ground_truth()
+
+    @defer.inlineCallbacks
+    def test_counts_equal_ground_truth_through_breaks(self):
+        f = self.follower
+        self.sim.fill_history(200)
+        f.startService()
+        yield self.until(self.caught_up, "the seed")
+        self.assertEqual(f.backfilled, 200)
+        for round in range(6):
+            self.emit(20)  # live
+            yield self.until(self.caught_up, "live events")
+            if round % 2:
+                self.sim.cut_streams()
+            else:
+                self.sim.end_streams()
+            self.emit(15)  # while down: only history has them
+            self.emit_on_stream_open(3)  # with the new stream's headers: buffered during the backfill
+            self.emit_during_backfill(4)  # on the new stream and in the history answer
+            yield self.until(lambda: self.sim.open_streams == 1, "a new stream")
+            self.emit(5)  # on the new stream, during the backfill or just after it
+            yield self.until(self.caught_up, "the backfill")
+        self.assertEqual(f.failures, {"eof": 3, "cut": 3})
+        # A cAdvisor restart: history emptied, old OOMs replayed with their timestamps.
+        self.sim.restart(keep_history=False)
+        yield self.until(lambda: self.sim.open_streams == 1 and f.state == "up", "a new stream")
+        self.emit(10)
+        yield self.until(self.caught_up, "events after the restart")
+        self.assertGreater(len(self.sim.replayed), 0)
+        self.assertEqual(self.counters.counts, self.sim.ground_truth())
+        self.assertEqual(f.connects, 8)
+        self.assertGreater(f.duplicates_dropped, 0)
+        yield f.stopService()
+        self.assertEqual(f.state, "stopped")
+        yield self.until(lambda: self.sim.open_streams == 0, "the stream to close")
