@@ -1,0 +1,276 @@
+"""``twistd cadvisor-events``: command-line options and the service they make.
+
+:class:`Options` parses and validates (a bad value is a ``UsageError`` with a
+readable message, before anything starts); :func:`makeService` only wires
+objects together, top to bottom, with the reactor as a parameter so tests can
+pass their own. No logic of its own lives here.
+"""
+
+from __future__ import annotations
+
+import os
+import resource as rlimit
+from typing import List, Optional
+
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+from twisted.application import internet, service, strports
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.web.server import Site
+
+from .cadvisor import CAdvisorClient, TargetError, parse_target
+from .counters import EventCounters
+from .streaming import stream_http_client
+from .targets import TargetSpec, TargetsWatcher, install_sighup, parse_shard
+
+log = Logger()
+
+DEFAULT_LISTEN = "tcp:8888"
+DEFAULT_TARGET = "127.0.0.1:8080"
+ENV_PREFIX = "CADVISOR_EVENTS_"
+
+
+def _positive_float(name: str):
+    def coerce(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"--{name} takes a number of seconds, not {value!r}") from None
+        if number < 0:
+            raise ValueError(f"--{name} cannot be negative")
+        return number
+
+    return coerce
+
+
+def _positive_int(name: str):
+    def coerce(value: str) -> int:
+        try:
+            number = int(value.replace("_", ""))
+        except ValueError:
+            raise ValueError(f"--{name} takes a whole number, not {value!r}") from None
+        if number < 1:
+            raise ValueError(f"--{name} must be at least 1")
+        return number
+
+    return coerce
+
+
+class Options(usage.Options):
+    """Options of ``twistd cadvisor-events``; each also read from ``CADVISOR_EVENTS_<NAME>``."""
+
+    synopsis = "[options]"
+    longdesc = (
+        "Follow cAdvisors' container event streams (OOM, OOM kill, creation, deletion) and serve "
+        "them as Prometheus counters on /metrics; /proxy/<host:port> answers like "
+        "tsuru/cadvisor-events-exporter. Every option can also be set with an environment "
+        "variable CADVISOR_EVENTS_<OPTION> (upper case, dashes as underscores; repeatable "
+        "options separated by commas)."
+    )
+    optFlags = [
+        ["oom-only", None, "Only oom and oomKill events (the Go seed's -oom-only)."],
+        ["demo", None, "Start the built-in cAdvisor simulator in-process and follow it."],
+        ["no-history-seed", None,
+         "On the first connect to a host, do not count the events already in its history "
+         "(start its counters at zero)."],
+    ]
+    optParameters = [
+        ["targets-file", None, None,
+         "Prometheus file_sd JSON (or YAML) listing targets; re-read on change and on SIGHUP."],
+        ["series-ttl", None, 3600.0,
+         "Forget a container's series this many seconds after its deletion event (0 = never).",
+         _positive_float("series-ttl")],
+        ["max-series", None, 1_000_000,
+         "Hard cap on event series; beyond it the least recently updated are evicted.",
+         _positive_int("max-series")],
+        ["shard", None, "0/1",
+         "Follow only targets whose stable hash mod N is I (I/N), for N replicas."],
+        ["proxy-default", None, "127.0.0.1:9094", "Upstream of a bare /proxy (the Go seed's default)."],
+        ["upstream-timeout", None, 30.0,
+         "Seconds a /proxy upstream has to answer completely (the Go seed's 30 s).",
+         _positive_float("upstream-timeout")],
+        ["connect-timeout", None, 30.0,
+         "Seconds a followed cAdvisor has to accept and send stream headers.",
+         _positive_float("connect-timeout")],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+        self["target"] = []
+        self._apply_environment()
+
+    def _apply_environment(self) -> None:
+        """Defaults from CADVISOR_EVENTS_* variables; the command line still wins."""
+        env = os.environ
+        for name in ("listen", "target"):
+            value = env.get(ENV_PREFIX + name.upper())
+            if value:
+                self._env_repeatable = getattr(self, "_env_repeatable", {})
+                self._env_repeatable[name] = [v.strip() for v in value.split(",") if v.strip()]
+        for long_name, _, default, *_ in self.optParameters:
+            value = env.get(ENV_PREFIX + long_name.upper().replace("-", "_"))
+            if value is not None:
+                self.opts[long_name] = value
+                self.defaults[long_name] = value
+        for long_name, *_ in self.optFlags:
+            value = env.get(ENV_PREFIX + long_name.upper().replace("-", "_"), "")
+            if value.lower() in ("1", "true", "yes", "on"):
+                self.opts[long_name] = 1
+
+    def opt_listen(self, endpoint: str) -> None:
+        """Where to serve HTTP: a Twisted server endpoint string (repeatable) [default: tcp:8888]."""
+        self["listen"].append(endpoint)
+
+    def opt_target(self, target: str) -> None:
+        """A cAdvisor to follow: HOST[:PORT] or http(s)://[user:pass@]HOST[:PORT] (repeatable)."""
+        try:
+            self["target"].append(parse_target(target))
+        except TargetError as e:
+            raise usage.UsageError(f"--target {target!r}: {e}")
+
+    def postOptions(self) -> None:
+        env = getattr(self, "_env_repeatable", {})
+        if not self["listen"]:
+            self["listen"] = env.get("listen") or [DEFAULT_LISTEN]
+        if not self["target"] and env.get("target"):
+            for value in env["target"]:
+                self.opt_target(value)
+        for name in ("series-ttl", "upstream-timeout", "connect-timeout"):
+            self[name] = self._coerce(name, _positive_float(name))
+        self["max-series"] = self._coerce("max-series", _positive_int("max-series"))
+        try:
+            self["shard"] = parse_shard(str(self["shard"]))
+        except ValueError as e:
+            raise usage.UsageError(f"--shard: {e}")
+        try:
+            self["proxy-default"] = parse_target(str(self["proxy-default"]), default_port=9094)
+        except TargetError as e:
+            raise usage.UsageError(f"--proxy-default: {e}")
+        if self["targets-file"] and not os.path.exists(self["targets-file"]):
+            log.warn("targets file {path} does not exist (yet); waiting for it",
+                     path=self["targets-file"])
+
+    def _coerce(self, name: str, coerce):
+        value = self[name]
+        if isinstance(value, str):
+            try:
+                return coerce(value)
+            except ValueError as e:
+                raise usage.UsageError(str(e))
+        return value
+
+
+def raise_open_files_limit() -> None:
+    """Raise the soft RLIMIT_NOFILE to the hard limit: every stream holds a descriptor."""
+    try:
+        soft, hard = rlimit.getrlimit(rlimit.RLIMIT_NOFILE)
+        if hard == rlimit.RLIM_INFINITY:
+            hard = 1 << 20
+        if soft < hard:
+            rlimit.setrlimit(rlimit.RLIMIT_NOFILE, (hard, hard))
+            log.info("raised open files limit from {soft} to {hard}", soft=soft, hard=hard)
+    except (ValueError, OSError) as e:
+        log.warn("could not raise the open files limit: {e}", e=e)
+
+
+def static_specs(config: Options) -> List[TargetSpec]:
+    targets = list(config["target"])
+    if not targets and not config["targets-file"] and not config["demo"]:
+        targets = [parse_target(DEFAULT_TARGET)]
+    return [TargetSpec(target=t, labels=()) for t in targets]
+
+
+def makeService(config: Options, reactor=None) -> service.MultiService:
+    """Wire the exporter: counters, followers, targets, web endpoints."""
+    if reactor is None:
+        from twisted.internet import reactor
+    from .fleet import FleetService
+    from .follower import Follower
+    from .proxy import ProxyResource
+    from .selfmetrics import FleetMetrics
+    from .web import build_root
+
+    raise_open_files_limit()
+    top = service.MultiService()
+
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+
+    counters = EventCounters(
+        reactor, series_ttl=config["series-ttl"], max_series=config["max-series"]
+    )
+    internet.TimerService(60, counters.expire).setServiceParent(top)
+
+    stream_client = CAdvisorClient(reactor, http=stream_http_client(reactor))
+    connect_gate = defer.DeferredSemaphore(256)
+
+    def make_follower(spec: TargetSpec, first_delay: float) -> service.IService:
+        return Follower(
+            spec.target,
+            client=stream_client,
+            counters=counters.host(spec.target.name, spec.labels),
+            clock=reactor,
+            oom_only=bool(config["oom-only"]),
+            seed_history=not config["no-history-seed"],
+            connect_timeout=config["connect-timeout"],
+            first_delay=first_delay,
+            connect_gate=connect_gate,
+        )
+
+    fleet = FleetService(
+        make_follower,
+        shard=config["shard"],
+        clock=reactor,
+        on_removed=lambda spec: counters.remove_host(spec.target.name),
+    )
+    fleet.setServiceParent(top)
+
+    watcher = TargetsWatcher(
+        static_specs(config), config["targets-file"], fleet.set_targets, clock=reactor
+    )
+    WatcherService(watcher).setServiceParent(top)
+    if config["targets-file"]:
+        install_sighup(reactor, watcher)
+
+    if config["demo"]:
+        from .demo import DemoService
+
+        DemoService(watcher, reactor=reactor).setServiceParent(top)
+
+    proxy = ProxyResource(
+        CAdvisorClient(reactor),
+        default_target=config["proxy-default"],
+        oom_only=bool(config["oom-only"]),
+        timeout=config["upstream-timeout"],
+        clock=reactor,
+        registry=registry,
+    )
+    fleet_metrics = FleetMetrics(fleet, counters, watcher if config["targets-file"] else None)
+    site = Site(
+        build_root(
+            registry=registry, counters=counters, fleet_metrics=fleet_metrics, fleet=fleet,
+            proxy=proxy,
+        )
+    )
+    site.displayTracebacks = False
+    for description in config["listen"]:
+        strports.service(description, site, reactor=reactor).setServiceParent(top)
+    return top
+
+
+class WatcherService(service.Service):
+    """Runs a :class:`TargetsWatcher` for as long as the service runs."""
+
+    def __init__(self, watcher: TargetsWatcher) -> None:
+        self.watcher = watcher
+
+    def startService(self) -> None:
+        super().startService()
+        self.watcher.start()
+
+    def stopService(self) -> Optional[defer.Deferred]:
+        super().stopService()
+        return self.watcher.stop()
