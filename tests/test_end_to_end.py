@@ -1,0 +1,325 @@
+"""End-to-end tests: the running service against the simulator, over loopback.
+
+Two kinds. In-process: the real fleet, followers, client and counters in this
+test's reactor against simulators on 127.0.0.1 (fast backoff injected), for
+the no-loss guarantee. Subprocess: the real ``twistd cadvisor-events`` as a
+user starts it, for --demo, the targets file, header timeouts and SIGTERM.
+Waiting here is always for real I/O (a bounded poll), never for time to pass.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import sys
+
+from prometheus_client.parser import text_string_to_metric_families
+from treq.client import HTTPClient
+from twisted.internet import defer, protocol, reactor, task
+from twisted.trial import unittest
+from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.server import Site
+
+from cadvisor_events.cadvisor import CAdvisorClient, parse_target
+from cadvisor_events.counters import EventCounters
+from cadvisor_events.fleet import FleetService
+from cadvisor_events.follower import Follower
+from cadvisor_events.simulator import Simulator
+from cadvisor_events.streaming import stream_http_client
+from cadvisor_events.targets import TargetSpec
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@defer.inlineCallbacks
+def wait_for(predicate, timeout=20.0, what="condition"):
+    """Poll ``predicate`` while real I/O happens; fail after ``timeout`` seconds."""
+    deadline = reactor.seconds() + timeout
+    while not predicate():
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        yield task.deferLater(reactor, 0.02, lambda: None)
+
+
+def http_client() -> HTTPClient:
+    """A client that leaves no connection behind (trial checks the reactor is clean)."""
+    return HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
+
+
+class Hosts:
+    """N simulators, each on its own loopback port."""
+
+    def __init__(self, count: int) -> None:
+        self.sims = [Simulator(clock=reactor, seed=i, containers=30) for i in range(count)]
+        self.ports = [
+            reactor.listenTCP(0, Site(sim.resource), interface="127.0.0.1") for sim in self.sims
+        ]
+        self.names = [f"127.0.0.1:{port.getHost().port}" for port in self.ports]
+
+    def by_name(self):
+        return dict(zip(self.names, self.sims))
+
+    @defer.inlineCallbacks
+    def stop(self):
+        for sim in self.sims:
+            sim.stop_emitting()
+            sim.cut_streams()
+        yield defer.gatherResults([port.stopListening() for port in self.ports])
+
+
+class NoLossTests(unittest.TestCase):
+    """Counts equal cAdvisor's ground truth through ends, cuts and downtime."""
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_twenty_hosts_eight_breaks(self):
+        hosts = Hosts(20)
+        self.addCleanup(hosts.stop)
+        # Some history before the exporter starts: seeded on first connect.
+        for sim in hosts.sims:
+            sim.emit_random(25)
+        counters = EventCounters(reactor)
+        client = CAdvisorClient(reactor, http=stream_http_client(reactor))
+
+        def make_follower(spec, first_delay):
+            return Follower(
+                spec.target,
+                client=client,
+                counters=counters.host(spec.target.name),
+                clock=reactor,
+                backoff=lambda retries: 0.05,
+                first_delay=first_delay,
+            )
+
+        fleet = FleetService(make_follower, clock=reactor)
+        fleet.set_targets([TargetSpec(target=parse_target(name)) for name in hosts.names])
+        fleet.startService()
+        self.addCleanup(fleet.stopService)
+        followers = list(fleet.followers.values())
+
+        def all_up(connects):
+            return lambda: all(f.up and f.connects >= connects and f.state == "up" for f in followers)
+
+        yield wait_for(all_up(1), what="every stream up")
+        for sim in hosts.sims:
+            sim.start_emitting(40)
+        rng = random.Random(7)
+        for round_ in range(8):
+            yield task.deferLater(reactor, 0.1, lambda: None)  # live events flow
+            for sim in hosts.sims:
+                sim.emit_random(rng.randint(1, 5))
+                sim.end_streams() if round_ % 2 else sim.cut_streams()
+                # Emitted while this host's stream is down: only history has them.
+                sim.emit_random(rng.randint(1, 5))
+                sim.emit_oom(sim.container_pool[0], 'java "main" <&>', 4242)
+            yield wait_for(all_up(round_ + 2), what=f"every stream back after break {round_ + 1}")
+        for sim in hosts.sims:
+            sim.stop_emitting()
+            sim.emit_random(3)  # the last events arrive live
+
+        def caught_up():
+            return all(
+                sum(counters.hosts[name].values().values()) == len(sim.emitted)
+                for name, sim in hosts.by_name().items()
+            )
+
+        yield wait_for(caught_up, what="every event counted")
+        for name, sim in hosts.by_name().items():
+            expected = dict(sim.ground_truth())
+            self.assertEqual(counters.hosts[name].values(), expected, name)
+            follower = fleet.followers[name]
+            self.assertEqual(follower.failures.get("eof", 0) + follower.failures.get("cut", 0), 8)
+            self.assertGreater(follower.backfilled, 25)
+        self.assertGreater(sum(len(sim.emitted) for sim in hosts.sims), 20 * 100)
+
+
+class Exporter(protocol.ProcessProtocol):
+    """``twistd -n cadvisor-events`` as a child process; ``port`` fires with its HTTP port."""
+
+    def __init__(self, *args: str, env=None) -> None:
+        self.output = b""
+        self.port = defer.Deferred()
+        self.ended = defer.Deferred()
+        self.exit_code = None
+        self.exit_signal = None
+        self.running = True
+        # The twistd console script, run by this interpreter (the script may not be on PATH).
+        argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+                "-n", "--pidfile=", "--logfile=-",
+                "cadvisor-events", "--listen", "tcp:0:interface=127.0.0.1", *args]
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("CADVISOR_EVENTS_")}
+        environ["PYTHONPATH"] = REPO + os.pathsep + environ.get("PYTHONPATH", "")
+        environ.update(env or {})
+        self.transport = reactor.spawnProcess(self, sys.executable, argv, env=environ, path=REPO)
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+        if not self.port.called:
+            for line in self.output.splitlines():
+                if b"Site starting on " in line and b"cadvisor_events" not in line:
+                    self.port.callback(int(line.rsplit(b" ", 1)[1]))
+                    break
+
+    errReceived = outReceived
+
+    def processEnded(self, reason) -> None:
+        self.running = False
+        self.exit_code = reason.value.exitCode
+        self.exit_signal = getattr(reason.value, "signal", None)
+        if not self.port.called:
+            self.port.errback(AssertionError(f"exporter ended early:\n{self.output.decode()}"))
+        self.ended.callback(self.exit_code)
+
+    def signal(self, name: str) -> None:
+        if self.running:
+            self.transport.signalProcess(name)
+
+
+class ServiceTests(unittest.TestCase):
+    """The real twistd service, started as a user starts it."""
+
+    timeout = 60
+
+    def start(self, *args: str):
+        exporter = Exporter(*args)
+
+        @defer.inlineCallbacks
+        def stop():
+            exporter.signal("KILL")
+            yield exporter.ended
+
+        self.addCleanup(stop)
+        return exporter
+
+    @defer.inlineCallbacks
+    def get(self, port: int, path: str):
+        response = yield http_client().get(f"http://127.0.0.1:{port}{path}")
+        body = yield response.content()
+        return response.code, body
+
+    @defer.inlineCallbacks
+    def metrics(self, port: int):
+        _, body = yield self.get(port, "/metrics")
+        return {f.name: f for f in text_string_to_metric_families(body.decode())}
+
+    @defer.inlineCallbacks
+    def targets(self, port: int):
+        _, body = yield self.get(port, "/targets")
+        return {t["host"]: t for t in json.loads(body)["targets"]}
+
+    @defer.inlineCallbacks
+    def poll(self, fetch, predicate, what, timeout=20.0):
+        """Fetch over HTTP until ``predicate(result)`` holds; return the result."""
+        deadline = reactor.seconds() + timeout
+        while True:
+            result = yield fetch()
+            if predicate(result):
+                return result
+            if reactor.seconds() > deadline:
+                raise AssertionError(f"timed out waiting for {what}; last: {result!r}")
+            yield task.deferLater(reactor, 0.05, lambda: None)
+
+    @defer.inlineCallbacks
+    def test_demo_shows_events_and_sigterm_exits_cleanly(self):
+        exporter = self.start("--demo")
+        port = yield exporter.port
+
+        def has_events(families):
+            family = families.get("cadvisor_container_events")
+            return family is not None and len({s.labels["event_type"] for s in family.samples}) == 4
+
+        families = yield self.poll(lambda: self.metrics(port), has_events, "demo events of all four types")
+        self.assertEqual(families["cadvisor_events_target_up"].samples[0].value, 1.0)
+        code, page = yield self.get(port, "/")
+        self.assertEqual(code, 200)
+        self.assertIn(b"1 of 1 targets up", page)
+        code, body = yield self.get(port, "/-/ready")
+        self.assertEqual(code, 200)
+
+        started = reactor.seconds()
+        exporter.signal("TERM")
+        yield exporter.ended
+        self.assertLess(reactor.seconds() - started, 5.0)
+        # twistd stops cleanly, then re-raises SIGTERM so the exit status says why it ended.
+        self.assertIn((exporter.exit_code, exporter.exit_signal), [(0, None), (None, signal.SIGTERM)])
+        self.assertIn(b"Server Shut Down.", exporter.output)
+        self.assertIn(b"stopped following", exporter.output)
+        self.assertNotIn(b"Traceback", exporter.output)
+
+    @defer.inlineCallbacks
+    def test_targets_file_reload_on_change_and_sighup(self):
+        hosts = Hosts(3)
+        self.addCleanup(hosts.stop)
+        for sim in hosts.sims:
+            sim.emit_oom(sim.container_pool[0], "java", 1)
+        a, b, c = hosts.names
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        path = os.path.join(directory, "fleet.json")
+
+        def write(groups, raw=None):
+            tmp = path + ".tmp"
+            with open(tmp, "w") as f:
+                f.write(raw if raw is not None else json.dumps(groups))
+            os.replace(tmp, path)
+
+        write([{"targets": [a], "labels": {"cluster": "eu"}}])
+        exporter = self.start("--targets-file", path)
+        port = yield exporter.port
+        targets = yield self.poll(lambda: self.targets(port), lambda t: set(t) == {a} and t[a]["up"], "a up")
+        self.assertEqual(targets[a]["labels"], {"cluster": "eu"})
+        families = yield self.metrics(port)
+        labels = [s.labels for s in families["cadvisor_container_events"].samples]
+        self.assertTrue(labels and all(l["cluster"] == "eu" and l["host"] == a for l in labels))
+
+        # A change is picked up within ~2 s: b added, a removed.
+        write([{"targets": [b, c], "labels": {"cluster": "us"}}])
+        yield self.poll(
+            lambda: self.targets(port),
+            lambda t: set(t) == {b, c} and all(x["up"] for x in t.values()),
+            "b and c up, a gone",
+            timeout=10,
+        )
+        families = yield self.metrics(port)
+        hosts_seen = {s.labels["host"] for s in families["cadvisor_container_events"].samples}
+        self.assertEqual(hosts_seen, {b, c})  # a's series went away with it
+
+        # A broken file keeps the last good set and says so.
+        write(None, raw='[{"targets": [')
+        families = yield self.poll(
+            lambda: self.metrics(port),
+            lambda f: f["cadvisor_events_config_last_reload_successful"].samples[0].value == 0,
+            "reload failure reported",
+            timeout=10,
+        )
+        self.assertEqual(families["cadvisor_events_targets"].samples[0].value, 2)
+
+        # SIGHUP re-reads: make the file good again without waiting for the poll to matter.
+        write([{"targets": [c]}])
+        exporter.signal("HUP")
+        yield self.poll(lambda: self.targets(port), lambda t: set(t) == {c}, "only c after SIGHUP", timeout=10)
+        families = yield self.metrics(port)
+        self.assertEqual(families["cadvisor_events_config_last_reload_successful"].samples[0].value, 1)
+
+    @defer.inlineCallbacks
+    def test_host_that_never_sends_headers_is_marked_down_and_retried(self):
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # accepts (kernel backlog) and never answers
+        self.addCleanup(silent.close)
+        name = f"127.0.0.1:{silent.getsockname()[1]}"
+        exporter = self.start("--target", name, "--connect-timeout", "0.5")
+        port = yield exporter.port
+        targets = yield self.poll(
+            lambda: self.targets(port),
+            lambda t: t[name]["failures"].get("timeout", 0) >= 2,
+            "two header timeouts",
+        )
+        self.assertFalse(targets[name]["up"])
+        self.assertIn("did not answer", targets[name]["last_error"])
+        code, _ = yield self.get(port, "/-/ready")
+        self.assertEqual(code, 200)  # tried (and failed) counts as tried
