@@ -1,6 +1,8 @@
 """Tests for cadvisor_events.web and selfmetrics: the resource tree as a client sees it."""
 
 import json
+import shutil
+import subprocess
 
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
@@ -57,7 +59,9 @@ class Leaf(Resource):
         return b"proxy here"
 
 
-class WebTests(unittest.TestCase):
+class WebFixture(unittest.TestCase):
+    """A resource tree over fake followers and real counters, queried through StubTreq."""
+
     def setUp(self):
         self.clock = Clock()
         self.counters = EventCounters(self.clock)
@@ -89,6 +93,9 @@ class WebTests(unittest.TestCase):
         response = self.successResultOf(self.http.request(method, "http://x" + path, headers=headers))
         body = self.successResultOf(response.content())
         return response, body
+
+
+class WebTests(WebFixture):
 
     def test_metrics_text(self):
         response, body = self.get("/metrics")
@@ -174,3 +181,30 @@ class WebTests(unittest.TestCase):
 
     def test_proxy_is_mounted(self):
         self.assertEqual(self.get("/proxy/a:1")[1], b"proxy here")
+
+
+class PromtoolTests(WebFixture):
+    """``promtool check metrics`` (Prometheus' own linter) accepts what we serve."""
+
+    if not shutil.which("promtool"):
+        skip = "promtool not installed (Debian: apt-get install prometheus); .ci/run installs it"
+
+    def check(self, body: bytes) -> None:
+        result = subprocess.run(
+            ["promtool", "check", "metrics"], input=body, capture_output=True, timeout=30
+        )
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+
+    def test_metrics_pass_promtool(self):
+        host = self.counters.host("b:1", (("note", 'a "b" \\ c\nd'),))
+        for i, name in enumerate(["", "sh -c 'x'", "<>&", "\u00e9\u65e5", 'q"uote\\']):
+            host.count(
+                Event(
+                    container_name=f"/kubepods/pod{i}/c\\{i}",
+                    timestamp="2026-11-24T17:25:55Z",
+                    event_type="oomKill",
+                    event_data=EventData(oom=OomKill(pid=i, process_name=name)),
+                )
+            )
+        _, body = self.get("/metrics")
+        self.check(body)
