@@ -1,0 +1,644 @@
+"""Tests for cadvisor_events.proxy: the Go seed's /proxy URLs, answers, errors and self-metrics."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import Counter as Tally
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from treq.client import HTTPClient
+from treq.testing import StubTreq
+from twisted.internet import defer, reactor
+from twisted.internet.error import DNSLookupError
+from twisted.internet.protocol import Protocol
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.task import Clock, deferLater
+from twisted.trial import unittest
+from twisted.web import resource, server
+from twisted.web.client import Agent, HTTPConnectionPool
+
+from hypothesis import given, settings, strategies as st
+
+from cadvisor_events import proxy as proxy_module
+from cadvisor_events.cadvisor import CAdvisorClient, Target, TargetError
+from cadvisor_events.event import InvalidEvent, count_events, decode_history
+from cadvisor_events.exposition import _render_seed_counts_per_series, render_seed_counts
+from cadvisor_events.proxy import ProxyResource, count_history, proxy_target
+
+DEFAULT = Target("127.0.0.1", 9094)
+ALL_QUERY = b"/api/v1.3/events?subcontainers=true&max_events=-1&all_events=true"
+OOM_QUERY = b"/api/v1.3/events?subcontainers=true&max_events=-1&oom_events=true&oom_kill_events=true"
+HEADER = (
+    b"# HELP cadvisor_container_events_total cadvisor events\n"
+    b"# TYPE cadvisor_container_events_total counter\n"
+)
+TEXT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+
+SMALL_HISTORY = (
+    b'[{"container_name":"/docker/a","timestamp":"2026-11-24T17:25:55.1Z","event_type":"oom","event_data":{}},'
+    b'{"container_name":"/docker/a","timestamp":"2026-11-24T17:25:55.2Z","event_type":"oomKill",'
+    b'"event_data":{"oom":{"pid":7,"process_name":"java","constraint":"CONSTRAINT_MEMCG"}}},'
+    b'{"container_name":"/docker/a","timestamp":"2026-11-24T17:25:56Z","event_type":"oomKill",'
+    b'"event_data":{"oom":{"pid":8,"process_name":"java"}}}]'
+)
+SMALL_ANSWER = HEADER + (
+    b'cadvisor_container_events_total{event_type="oom",id="/docker/a",oom_process=""} 1\n'
+    b'cadvisor_container_events_total{event_type="oomKill",id="/docker/a",oom_process="java"} 2\n'
+)
+
+
+class FakeCAdvisor(resource.Resource):
+    """An upstream that records what it was asked and answers a canned history."""
+
+    isLeaf = True
+
+    def __init__(self, body: bytes = SMALL_HISTORY, code: int = 200) -> None:
+        super().__init__()
+        self.body = body
+        self.code = code
+        self.asked: list[tuple[bytes, bytes]] = []
+        self.authorization: list = []
+
+    def render_GET(self, request):
+        self.asked.append((request.getHeader(b"host"), request.uri))
+        self.authorization.append(request.getHeader(b"authorization"))
+        request.setResponseCode(self.code)
+        request.setHeader(b"Content-Type", b"application/json")
+        return self.body
+
+
+class SilentCAdvisor(resource.Resource):
+    """An upstream that accepts the request, optionally starts a body, and never finishes."""
+
+    isLeaf = True
+
+    def __init__(self, first_bytes: bytes = b"") -> None:
+        super().__init__()
+        self.first_bytes = first_bytes
+        self.arrived: defer.Deferred = defer.Deferred()
+        self.dropped: defer.Deferred = defer.Deferred()
+
+    def render_GET(self, request):
+        request.notifyFinish().addErrback(lambda f: self.dropped.callback(f.type))
+        if self.first_bytes:
+            request.write(self.first_bytes)
+        self.arrived.callback(request.uri)
+        return server.NOT_DONE_YET
+
+
+class FailingHTTP:
+    """A treq-like client whose every request fails with ``error`` (e.g. DNS)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.urls: list[str] = []
+
+    def get(self, url, **kwargs):
+        self.urls.append(url)
+        return defer.fail(self.error)
+
+
+def go_json(events) -> bytes:
+    """A history body as Go's json.Marshal writes it (UTF-8, ``<>&`` escaped)."""
+    text = json.dumps(events, ensure_ascii=False, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").encode()
+
+
+def samples(registry) -> dict:
+    """{(sample name, sorted labels): value} of a registry's exposition."""
+    text = generate_latest(registry).decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+class StubbedProxy:
+    """A ProxyResource mounted under a plain root, both sides in memory."""
+
+    def __init__(self, test: unittest.TestCase, upstream=None, http=None, **options) -> None:
+        self.clock = Clock()
+        self.upstream = upstream if upstream is not None else FakeCAdvisor()
+        self.upstream_http = http if http is not None else StubTreq(self.upstream)
+        self.registry = CollectorRegistry()
+        self.resource = ProxyResource(
+            CAdvisorClient(self.clock, http=self.upstream_http),
+            default_target=options.pop("default_target", DEFAULT),
+            clock=self.clock,
+            registry=self.registry,
+            **options,
+        )
+        root = resource.Resource()
+        root.putChild(b"proxy", self.resource)
+        self.front = StubTreq(root)
+        self.test = test
+
+    def request(self, path: str, method: str = "GET"):
+        """(code, headers, body) of ``method path``, once the answer is complete."""
+        d = self.front.request(method, "http://exporter.test" + path)
+        self.flush()
+        response = self.test.successResultOf(d)
+        self.last_length = response.length  # Content-Length (twisted's client keeps it out of headers)
+        body = self.front.content(response)
+        self.flush()
+        return response.code, response.headers, self.test.successResultOf(body)
+
+    def flush(self) -> None:
+        if isinstance(self.upstream_http, StubTreq):
+            self.upstream_http.flush()
+        self.clock.advance(0)  # the proxy decodes a reactor turn after the fetch
+        self.front.flush()
+
+
+class ProxyTargetTests(unittest.TestCase):
+    """The pure parsing rule, form by form."""
+
+    def target(self, path: bytes, url: bytes = None) -> Target:
+        return proxy_target(path, {b"url": [url]} if url is not None else {}, DEFAULT)
+
+    def test_path_forms(self):
+        cases = {
+            b"/proxy/10.0.0.7:8080": ("http", "10.0.0.7", 8080),
+            b"/proxy/10.0.0.7:8080/": ("http", "10.0.0.7", 8080),
+            b"/proxy/http://10.0.0.7:8080": ("http", "10.0.0.7", 8080),
+            b"/proxy/https://10.0.0.7:8443": ("https", "10.0.0.7", 8443),
+            b"/proxy/http%3A%2F%2Fnode%3A81": ("http", "node", 81),
+            b"/proxy/[::1]:8080": ("http", "::1", 8080),
+            b"/proxy/node7": ("http", "node7", 80),
+            b"/proxy/https://node7": ("https", "node7", 443),
+        }
+        for path, expected in cases.items():
+            t = self.target(path)
+            self.assertEqual((t.scheme, t.host, t.port), expected, path)
+
+    def test_query_forms(self):
+        for url in [b"http://node:81", b"http://node:81/", b"node:81", b"node:81/"]:
+            for path in [b"/proxy", b"/proxy/"]:
+                t = self.target(path, url)
+                self.assertEqual((t.scheme, t.host, t.port), ("http", "node", 81), (path, url))
+
+    def test_query_wins_over_path(self):
+        self.assertEqual(self.target(b"/proxy/a:1", b"b:2").name, "b:2")
+
+    def test_empty_query_falls_back_to_path(self):
+        self.assertEqual(self.target(b"/proxy/a:1", b"").name, "a:1")
+
+    def test_default(self):
+        for path in [b"/proxy", b"/proxy/"]:
+            self.assertIs(self.target(path), DEFAULT)
+            self.assertIs(self.target(path, b""), DEFAULT)
+
+    def test_credentials_kept_for_the_request(self):
+        t = self.target(b"/proxy/http://user:pw@node:81")
+        self.assertEqual((t.username, t.password, t.base_url), ("user", "pw", "http://node:81"))
+
+    def test_malformed(self):
+        for path, url in [
+            (b"/proxy/http://", None),
+            (b"/proxy/node:99999", None),
+            (b"/proxy/node:port", None),
+            (b"/proxy", b"ftp://x"),
+            (b"/proxy/https://", None),
+            (b"/proxy/%20", None),
+            (b"/proxy", b" "),
+        ]:
+            with self.assertRaises(TargetError, msg=(path, url)):
+                self.target(path, url)
+
+
+class UrlFormTests(unittest.TestCase):
+    """Every URL form the Go seed accepts reaches the right upstream with the seed's query."""
+
+    def check(self, path: str, host: bytes, query: bytes = ALL_QUERY, **options) -> None:
+        proxy = StubbedProxy(self, **options)
+        code, headers, body = proxy.request(path)
+        self.assertEqual(code, 200, body)
+        self.assertEqual(headers.getRawHeaders(b"content-type"), [TEXT_TYPE])
+        self.assertEqual(body, SMALL_ANSWER)
+        self.assertEqual(proxy.upstream.asked, [(host, query)])
+
+    def test_host_port(self):
+        self.check("/proxy/10.0.0.7:8080", b"10.0.0.7:8080")
+
+    def test_http_url_in_path(self):
+        self.check("/proxy/http://10.0.0.7:8080", b"10.0.0.7:8080")
+
+    def test_https_url_in_path(self):
+        self.check("/proxy/https://10.0.0.7:8443", b"10.0.0.7:8443")
+
+    def test_percent_encoded_url_in_path(self):
+        self.check("/proxy/http%3A%2F%2F10.0.0.7%3A8080", b"10.0.0.7:8080")
+
+    def test_query_after_slash(self):
+        self.check("/proxy/?url=http://10.0.0.7:8080", b"10.0.0.7:8080")
+
+    def test_query_url(self):
+        self.check("/proxy?url=http://10.0.0.7:8080", b"10.0.0.7:8080")
+
+    def test_query_url_with_slash(self):
+        self.check("/proxy?url=http://10.0.0.7:8080/", b"10.0.0.7:8080")
+
+    def test_query_host_port(self):
+        self.check("/proxy?url=10.0.0.7:8080", b"10.0.0.7:8080")
+
+    def test_query_host_port_with_slash(self):
+        self.check("/proxy?url=10.0.0.7:8080/", b"10.0.0.7:8080")
+
+    def test_bare(self):
+        self.check("/proxy", b"127.0.0.1:9094")
+
+    def test_bare_with_slash(self):
+        self.check("/proxy/", b"127.0.0.1:9094")
+
+    def test_configured_default(self):
+        self.check("/proxy", b"cadvisor.local:8080", default_target=Target("cadvisor.local", 8080))
+
+    def test_host_without_port_is_port_80_like_go(self):
+        self.check("/proxy/cadvisor.local", b"cadvisor.local")
+
+    def test_oom_only(self):
+        self.check("/proxy/10.0.0.7:8080", b"10.0.0.7:8080", query=OOM_QUERY, oom_only=True)
+
+    def test_credentials_sent_as_basic_auth(self):
+        proxy = StubbedProxy(self)
+        code, _, _ = proxy.request("/proxy/http://user:s3cret@10.0.0.7:8080")
+        self.assertEqual(code, 200)
+        self.assertEqual(proxy.upstream.asked, [(b"10.0.0.7:8080", ALL_QUERY)])
+        self.assertEqual(proxy.upstream.authorization, [b"Basic " + base64.b64encode(b"user:s3cret")])
+
+
+class AnswerTests(unittest.TestCase):
+    """What /proxy answers for a given history: the seed's exposition, exactly."""
+
+    def answer(self, history: bytes, path: str = "/proxy/10.0.0.7:8080", method: str = "GET"):
+        self.proxy = StubbedProxy(self, upstream=FakeCAdvisor(history))
+        return self.proxy.request(path, method)
+
+    def test_empty_history_is_empty_200(self):
+        code, headers, body = self.answer(b"[]")
+        self.assertEqual((code, body), (200, b""))
+        self.assertEqual(headers.getRawHeaders(b"content-type"), [TEXT_TYPE])
+        self.assertEqual(self.proxy.last_length, 0)
+
+    def test_head_is_get_without_body(self):
+        code, headers, body = self.answer(SMALL_HISTORY, method="HEAD")
+        self.assertEqual((code, body), (200, b""))
+        self.assertEqual(headers.getRawHeaders(b"content-type"), [TEXT_TYPE])
+        self.assertEqual(headers.getRawHeaders(b"content-length"), [b"%d" % len(SMALL_ANSWER)])
+
+    def test_hostile_names(self):
+        history = (
+            r'[{"container_name":"/docker/a","timestamp":"2026-11-24T17:25:55.873677656-03:00",'
+            r'"event_type":"oomKill","event_data":{"oom":{"pid":1,"process_name":"say \"hi\""}}},'
+            r'{"container_name":"/docker/a","timestamp":"2026-11-24T17:25:56Z",'
+            r'"event_type":"oomKill","event_data":{"oom":{"pid":2,"process_name":"say \"hi\"","constraint":"x"}}},'
+            r'{"container_name":"/docker/a","timestamp":"2026-11-24T17:25:57Z","event_type":"oom","event_data":{}},'
+            r'{"container_name":"/docker/a","timestamp":"2026-11-24T17:25:58Z","event_type":"containerCreation"},'
+            r'{"container_name":"/kubepods/pod 1:x","timestamp":"2026-11-24T17:25:59Z",'
+            r'"event_type":"oomKill","event_data":{"oom":{"pid":3,"process_name":"C:\\tmp\\x"}}},'
+            r'{"container_name":"/docker/b","timestamp":"2026-11-24T17:26:00Z",'
+            r'"event_type":"oomKill","event_data":{"oom":{"pid":4,"process_name":"a\nb"}}},'
+            r'{"container_name":"/docker/b","timestamp":"2026-11-24T17:26:01Z",'
+            r'"event_type":"oomKill","event_data":{"oom":{"pid":5,"process_name":"\u003cjava\u003e\u0026"}}},'
+            '{"container_name":"/docker/\u00fc","timestamp":"2026-11-24T17:26:02Z",'
+            '"event_type":"oomKill","event_data":{"oom":{"pid":6,"process_name":"j\u00e4va \u2615"}}},'
+            r'{"container_name":"/docker/b","timestamp":"2026-11-24T17:26:03Z","event_type":"weirdType",'
+            r'"event_data":{"container_deletion":{"exit_code":-1}}}]'
+        ).encode("utf-8")
+        expected = HEADER + (
+            r'cadvisor_container_events_total{event_type="containerCreation",id="/docker/a",oom_process=""} 1' "\n"
+            r'cadvisor_container_events_total{event_type="oom",id="/docker/a",oom_process=""} 1' "\n"
+            r'cadvisor_container_events_total{event_type="oomKill",id="/docker/a",oom_process="say \"hi\""} 2' "\n"
+            r'cadvisor_container_events_total{event_type="oomKill",id="/docker/b",oom_process="<java>&"} 1' "\n"
+            r'cadvisor_container_events_total{event_type="oomKill",id="/docker/b",oom_process="a\nb"} 1' "\n"
+            'cadvisor_container_events_total{event_type="oomKill",id="/docker/\u00fc",oom_process="j\u00e4va \u2615"} 1\n'
+            r'cadvisor_container_events_total{event_type="oomKill",id="/kubepods/pod 1:x",oom_process="C:\\tmp\\x"} 1'
+            "\n"
+            r'cadvisor_container_events_total{event_type="weirdType",id="/docker/b",oom_process=""} 1' "\n"
+        ).encode("utf-8")
+        code, _, body = self.answer(history)
+        self.assertEqual(code, 200)
+        self.assertEqual(body, expected)
+
+    def test_many_containers_exact_counts(self):
+        events, expected = [], Tally()
+        names = ["java", 'q"uote', "back\\slash", "new\nline", "<tag>&", "caf\u00e9", "sp ace:colon"]
+        for i in range(3000):
+            container = f"/kubepods/burstable/pod{i % 1200}/c{i % 7}"
+            kind = ["oom", "oomKill", "containerCreation", "containerDeletion"][i % 4]
+            process = names[i % len(names)] if kind == "oomKill" else ""
+            data = {"oom": {"pid": i, "process_name": process}} if kind == "oomKill" else {}
+            events.append({"container_name": container, "timestamp": f"2026-11-24T17:25:{i % 60:02d}Z",
+                           "event_type": kind, "event_data": data})
+            expected[(container, kind, process)] += 1
+        code, _, body = self.answer(go_json(events))
+        self.assertEqual(code, 200)
+        got = {}
+        for family in text_string_to_metric_families(body.decode("utf-8")):
+            self.assertEqual(family.name, "cadvisor_container_events")
+            for s in family.samples:
+                key = (s.labels["id"], s.labels["event_type"], s.labels["oom_process"])
+                self.assertNotIn(key, got)
+                got[key] = s.value
+        self.assertEqual(got, {k: float(v) for k, v in expected.items()})
+
+
+class CountHistoryTests(unittest.TestCase):
+    """The batched decode+count gives what decoding the whole body at once gives."""
+
+    def history(self, n: int) -> bytes:
+        return go_json([
+            {"container_name": f"/c{i % 4}", "timestamp": f"2026-11-24T17:25:{i % 60:02d}Z",
+             "event_type": ["oom", "oomKill"][i % 2],
+             "event_data": {"oom": {"pid": i, "process_name": f"p{i % 3}"}} if i % 2 else {}}
+            for i in range(n)
+        ])
+
+    def test_batches_merge_to_the_whole_count(self):
+        self.patch(proxy_module, "DECODE_BATCH", 3)
+        for n in [0, 1, 3, 4, 10, 31]:
+            body = self.history(n)
+            self.assertEqual(count_history(body), count_events(decode_history(body)), n)
+
+    def test_error_position_counts_from_the_start_of_the_array(self):
+        self.patch(proxy_module, "DECODE_BATCH", 3)
+        events = json.loads(self.history(10))
+        events[7]["container_name"] = 1
+        with self.assertRaises(InvalidEvent) as e:
+            count_history(go_json(events))
+        self.assertIn("$[7].container_name", str(e.exception))
+
+    def test_not_json(self):
+        for body in [b"", b"[1,", b"{}", b"[] trailing"]:
+            with self.assertRaises(InvalidEvent, msg=body):
+                count_history(body)
+
+
+LABEL_TEXT = st.text(
+    alphabet=st.sampled_from(list('ab/_-.: "\\\n\t\x00\x01\x7f\u00e9\u00f5\u2028\u4e00\U0001f433'))
+    | st.characters(codec="utf-8"),  # any character but lone surrogates, which msgspec never yields
+    max_size=12,
+)
+
+
+class RenderEquivalenceTests(unittest.TestCase):
+    """The whole-text render path is byte-identical to rendering series one by one."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.dictionaries(st.tuples(LABEL_TEXT, LABEL_TEXT, LABEL_TEXT),
+                           st.integers(min_value=1, max_value=10**9), max_size=30))
+    def test_same_bytes(self, counts):
+        self.assertEqual(render_seed_counts(counts), _render_seed_counts_per_series(counts))
+
+    def test_prefixes_sort_first(self):
+        # "oom" < "oomKill", "/a" < "/a b" < "/a/b": the separators sort below any value byte.
+        counts = {("/a/b", "oom", ""): 1, ("/a", "oomKill", ""): 2, ("/a b", "oom", "x"): 3,
+                  ("/a", "oom", "\x01"): 4, ("/a", "oom", ""): 5, ("/a", "oom", "\x00"): 6}
+        self.assertEqual(render_seed_counts(counts), _render_seed_counts_per_series(counts))
+        lines = render_seed_counts(counts).decode().splitlines()[2:]
+        self.assertEqual([line.rsplit(" ", 1)[1] for line in lines], ["5", "6", "4", "3", "1", "2"])
+
+
+class ErrorTests(unittest.TestCase):
+    """Every failure is a plain-text answer with the right status and a reason."""
+
+    def assertPlainError(self, answer, code: int, *fragments: str) -> str:
+        got_code, headers, body = answer
+        text = body.decode("utf-8")
+        self.assertEqual(got_code, code, text)
+        self.assertEqual(headers.getRawHeaders(b"content-type"), [b"text/plain; charset=utf-8"])
+        self.assertTrue(text.endswith("\n") and text.count("\n") == 1, text)
+        self.assertNotIn("Traceback", text)
+        for fragment in fragments:
+            self.assertIn(fragment, text)
+        return text
+
+    def test_malformed_targets_are_400_without_connecting(self):
+        for path, reason in [
+            ("/proxy/http://", "has no host"),
+            ("/proxy/node:99999", "node:99999"),
+            ("/proxy/node:port", "node:port"),
+            ("/proxy?url=ftp://x", "scheme must be http or https"),
+        ]:
+            proxy = StubbedProxy(self)
+            self.assertPlainError(proxy.request(path), 400, "malformed /proxy target", reason)
+            self.assertEqual(proxy.upstream.asked, [])
+
+    def test_malformed_target_hides_password(self):
+        text = self.assertPlainError(
+            StubbedProxy(self).request("/proxy/http://user:s3cret@node:port"), 400
+        )
+        self.assertNotIn("s3cret", text)
+
+    def test_other_methods_are_405(self):
+        proxy = StubbedProxy(self)
+        self.assertPlainError(proxy.request("/proxy/node:1", "POST"), 405, "POST")
+        self.assertEqual(proxy.upstream.asked, [])
+
+    def test_upstream_status_is_502_with_excerpt(self):
+        proxy = StubbedProxy(self, upstream=FakeCAdvisor(b"too many requests, slow down", code=500))
+        self.assertPlainError(
+            proxy.request("/proxy/node:1"), 502, "http://node:1", "HTTP 500", "too many requests, slow down"
+        )
+
+    def test_bodies_that_are_not_event_arrays_are_502(self):
+        for body, fragment in [
+            (b'{"not": "an array"}', "Expected `array`"),
+            (b"<html>oops</html>", "<html>oops</html>"),
+            (b'[{"container_name": 1}]', "container_name"),
+            (b'[{"container_name":"/a","timestamp":"t","event_type":"oom"}', "truncated"),
+            (b'["\xff\xfe"]', "not a JSON array"),
+            (b"", "not a JSON array"),
+        ]:
+            proxy = StubbedProxy(self, upstream=FakeCAdvisor(body))
+            self.assertPlainError(
+                proxy.request("/proxy/node:1"), 502,
+                "http://node:1", "not a JSON array of cAdvisor events", fragment,
+            )
+
+    def test_dns_failure_is_502(self):
+        http = FailingHTTP(DNSLookupError("no.such.host.invalid"))
+        proxy = StubbedProxy(self, http=http)
+        self.assertPlainError(
+            proxy.request("/proxy/no.such.host.invalid:8080"), 502,
+            "http://no.such.host.invalid:8080", "does not resolve",
+        )
+        self.assertEqual(len(http.urls), 1)
+
+    def test_timeout_waiting_for_headers_is_504(self):
+        upstream = SilentCAdvisor()
+        proxy = StubbedProxy(self, upstream=upstream, timeout=7.0)
+        d = proxy.front.get("http://exporter.test/proxy/node:1")
+        proxy.flush()
+        self.assertEqual(self.successResultOf(upstream.arrived), ALL_QUERY)
+        proxy.clock.advance(6.9)
+        proxy.flush()
+        self.assertNoResult(d)
+        proxy.clock.advance(0.1)
+        proxy.flush()
+        response = self.successResultOf(d)
+        body = self.successResultOf(proxy.front.content(response))
+        self.assertPlainError(
+            (response.code, response.headers, body), 504, "http://node:1 did not answer within 7 s"
+        )
+
+    def test_timeout_covers_the_body(self):
+        upstream = SilentCAdvisor(first_bytes=b'[{"container_name":"/a",')
+        proxy = StubbedProxy(self, upstream=upstream, timeout=5.0)
+        d = proxy.front.get("http://exporter.test/proxy/node:1")
+        proxy.flush()
+        proxy.clock.advance(4)
+        proxy.flush()
+        self.assertNoResult(d)
+        proxy.clock.advance(1)
+        proxy.flush()
+        response = self.successResultOf(d)
+        body = self.successResultOf(proxy.front.content(response))
+        self.assertPlainError(
+            (response.code, response.headers, body), 504, "http://node:1 did not answer within 5 s"
+        )
+
+    def test_head_error_has_no_body(self):
+        proxy = StubbedProxy(self, upstream=FakeCAdvisor(b"nope", code=404))
+        code, headers, body = proxy.request("/proxy/node:1", "HEAD")
+        self.assertEqual((code, body), (502, b""))
+        self.assertEqual(headers.getRawHeaders(b"content-type"), [b"text/plain; charset=utf-8"])
+
+
+class SelfMetricsTests(unittest.TestCase):
+    def test_requests_and_durations(self):
+        proxy = StubbedProxy(self)
+        proxy.request("/proxy/node:1")
+        proxy.request("/proxy/node:1", "HEAD")
+        proxy.request("/proxy/node:port")
+        proxy.request("/proxy/node:1", "DELETE")
+        proxy.upstream.body = b"garbage"
+        proxy.request("/proxy/node:1")
+
+        silent = SilentCAdvisor()
+        proxy.upstream_http = StubTreq(silent)
+        proxy.resource.client = CAdvisorClient(proxy.clock, http=proxy.upstream_http)
+        d = proxy.front.get("http://exporter.test/proxy/node:1")
+        proxy.flush()
+        proxy.clock.advance(30)
+        proxy.flush()
+        self.assertEqual(self.successResultOf(d).code, 504)
+
+        got = samples(proxy.registry)
+        codes = {
+            dict(labels)["code"]: value
+            for (name, labels), value in got.items()
+            if name == "cadvisor_events_proxy_requests_total"
+        }
+        self.assertEqual(codes, {"200": 2.0, "400": 1.0, "405": 1.0, "502": 1.0, "504": 1.0})
+        self.assertEqual(got[("cadvisor_events_proxy_request_duration_seconds_count", ())], 6.0)
+        self.assertEqual(got[("cadvisor_events_proxy_request_duration_seconds_sum", ())], 30.0)
+        self.assertEqual(
+            got[("cadvisor_events_proxy_request_duration_seconds_bucket", (("le", "10.0"),))], 5.0
+        )
+
+
+class RealConnectionTests(unittest.TestCase):
+    """Loopback sockets where the behaviour depends on real connections."""
+
+    timeout = 20  # seconds; a missing cancellation shows as a hang, failed here
+
+    def setUp(self):
+        self.pool = HTTPConnectionPool(reactor, persistent=False)
+        self.http = HTTPClient(Agent(reactor, pool=self.pool))
+        self.registry = CollectorRegistry()
+
+    def listen(self, res: resource.Resource) -> int:
+        port = reactor.listenTCP(0, server.Site(res), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return port.getHost().port
+
+    def serve_proxy(self, clock=reactor) -> int:
+        self.proxy = ProxyResource(
+            CAdvisorClient(clock, http=self.http), default_target=DEFAULT, clock=clock, registry=self.registry
+        )
+        root = resource.Resource()
+        root.putChild(b"proxy", self.proxy)
+        return self.listen(root)
+
+    @defer.inlineCallbacks
+    def get(self, url: str):
+        response = yield self.http.get(url)
+        body = yield response.content()
+        return response.code, body
+
+    @defer.inlineCallbacks
+    def test_real_upstream(self):
+        upstream = FakeCAdvisor()
+        upstream_port = self.listen(upstream)
+        front = self.serve_proxy()
+        code, body = yield self.get(f"http://127.0.0.1:{front}/proxy/http://127.0.0.1:{upstream_port}")
+        self.assertEqual((code, body), (200, SMALL_ANSWER))
+        self.assertEqual(upstream.asked, [(b"127.0.0.1:%d" % upstream_port, ALL_QUERY)])
+
+    @defer.inlineCallbacks
+    def test_refused_is_502_naming_upstream(self):
+        dead = reactor.listenTCP(0, server.Site(FakeCAdvisor()), interface="127.0.0.1")
+        dead_port = dead.getHost().port
+        yield dead.stopListening()
+        front = self.serve_proxy()
+        code, body = yield self.get(
+            f"http://127.0.0.1:{front}/proxy/http://user:s3cret@127.0.0.1:{dead_port}"
+        )
+        self.assertEqual(code, 502)
+        self.assertEqual(
+            body, f"upstream cAdvisor failed: http://127.0.0.1:{dead_port}: connection refused\n".encode()
+        )
+
+    @defer.inlineCallbacks
+    def test_bare_proxy_goes_to_default(self):
+        dead = reactor.listenTCP(0, server.Site(FakeCAdvisor()), interface="127.0.0.1")
+        dead_port = dead.getHost().port
+        yield dead.stopListening()
+        front = self.serve_proxy()
+        self.proxy.default_target = Target("127.0.0.1", dead_port)
+        for path in ["/proxy", "/proxy/"]:
+            code, body = yield self.get(f"http://127.0.0.1:{front}{path}")
+            self.assertEqual(code, 502)
+            self.assertIn(f"127.0.0.1:{dead_port}: connection refused".encode(), body)
+
+    @defer.inlineCallbacks
+    def test_timeout_drops_upstream_connection(self):
+        clock = Clock()
+        upstream = SilentCAdvisor()
+        upstream_port = self.listen(upstream)
+        front = self.serve_proxy(clock)
+        answer = self.get(f"http://127.0.0.1:{front}/proxy/127.0.0.1:{upstream_port}")
+        yield upstream.arrived
+        clock.advance(30)
+        code, body = yield answer
+        self.assertEqual(code, 504)
+        self.assertIn(f"http://127.0.0.1:{upstream_port} did not answer within 30 s".encode(), body)
+        yield upstream.dropped
+
+    @defer.inlineCallbacks
+    def test_client_disconnect_cancels_upstream(self):
+        upstream = SilentCAdvisor()
+        upstream_port = self.listen(upstream)
+        front = self.serve_proxy()
+        received = []
+
+        class RawClient(Protocol):
+            def dataReceived(self, data):
+                received.append(data)
+
+        client = yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", front), RawClient())
+        client.transport.write(
+            b"GET /proxy/127.0.0.1:%d HTTP/1.1\r\nHost: exporter\r\n\r\n" % upstream_port
+        )
+        yield upstream.arrived
+        client.transport.loseConnection()
+        yield upstream.dropped  # the upstream saw its connection go away
+        yield deferLater(reactor, 0, lambda: None)  # one more turn: a wrong late write would show
+        self.assertEqual(received, [])
+        got = samples(self.registry)
+        self.assertEqual(got[("cadvisor_events_proxy_requests_total", (("code", "499"),))], 1.0)
+
