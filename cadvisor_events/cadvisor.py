@@ -346,6 +346,9 @@ class LimitedBodyReader(Protocol):
         self.chunks.append(data)
 
     def abort(self) -> None:
+        # Called as the canceller: the cancelled Deferred fails by itself, so the
+        # connectionLost that stopProducing causes must not fire it again.
+        self.finished = None
         if self.transport is not None:
             self.transport.stopProducing()
 
@@ -354,6 +357,11 @@ class LimitedBodyReader(Protocol):
         if finished is None:
             return
         if reason.check(ResponseDone, PotentialDataLoss):
-            finished.callback(b"".join(self.chunks))
+            # Drop the chunks before firing: the callbacks run inside this call,
+            # and a 26 MB history must not be held twice while they decode it.
+            chunks, self.chunks = self.chunks, []
+            body = b"".join(chunks)
+            del chunks
+            finished.callback(body)
         else:
             finished.errback(reason)
