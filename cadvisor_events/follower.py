@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone, ResponseFailed
 
-from .cadvisor import CAdvisorClient, Target, UpstreamError, describe_failure
+from .cadvisor import CAdvisorClient, Target, UpstreamError, describe_failure, timed_out
 from .dedup import DedupPaths, Watermark, merge_backfill, parse_history
 from .event import InvalidEvent
 from .protocol import EventStreamProtocol
@@ -207,8 +207,10 @@ class Follower(DedupPaths, Service):
         except Exception as e:
             self._fail(attempt, describe_failure(self.target, e))
             return
-        # The client's own timeout runs on its reactor; this one on our clock.
-        request.addTimeout(self.connect_timeout, self._clock)
+        # The client's own timeout runs on its reactor; this one on our clock, and whatever the
+        # cancelled request then fails with (a reset, usually), the reason is the timeout.
+        request.addTimeout(self.connect_timeout, self._clock,
+                           onTimeoutCancel=timed_out(self.target, self.connect_timeout))
         self._pending = request
         request.addCallbacks(self._stream_opened, self._open_failed,
                              callbackArgs=(attempt,), errbackArgs=(attempt,))
