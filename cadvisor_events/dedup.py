@@ -17,15 +17,36 @@ from operator import itemgetter
 from typing import Callable, Iterable, List, Optional, Set, Tuple
 
 import msgspec
+from twisted.logger import Logger
 
 from .event import Event, InvalidEvent, decode_event, decode_history, timestamp_ns
 
-__all__ = ["Watermark", "Backfill", "merge_backfill", "parse_history", "DedupPaths", "RECENT_TAIL", "event_ns"]
+log = Logger()
+
+__all__ = ["MAX_TIES", "add_tie", "Watermark", "Backfill", "merge_backfill", "parse_history", "DedupPaths", "RECENT_TAIL", "event_ns"]
 
 #: History events kept after a backfill (for the settle window) besides those
 #: overlapping the buffered stream events: the newest ones, which a stream may
 #: still deliver after the history answer arrived.
 RECENT_TAIL = 1024
+
+#: Distinct events remembered at the mark's one nanosecond. A host cannot grow a
+#: follower's memory by sending a flood of events sharing one timestamp: beyond
+#: this they are still counted, but not remembered (a repeat of one of them after
+#: a break would count again); said once per timestamp in the log.
+MAX_TIES = 4096
+_FULL = object()  # marks a tie set that reached MAX_TIES (never equal to an event)
+
+
+def add_tie(ties: Set, event: Event) -> None:
+    """Remember ``event`` as counted at the mark, up to :data:`MAX_TIES` events."""
+    if len(ties) < MAX_TIES:
+        ties.add(event)
+    elif _FULL not in ties:
+        ties.add(_FULL)
+        log.warn("over {n} distinct events at {timestamp} (last: {container}); the rest are counted "
+                 "without de-duplication state", n=MAX_TIES, timestamp=event.timestamp,
+                 container=event.container_name)
 
 _NO_MARK = -(1 << 80)
 
@@ -91,7 +112,7 @@ class Watermark:
         elif ns == self.ns:
             if event in self.ties:
                 return False
-            self.ties.add(event)
+            add_tie(self.ties, event)
         return True
 
     def copy(self) -> "Watermark":
@@ -258,7 +279,7 @@ class DedupPaths:
             if event in ties:
                 self.duplicates_dropped += 1
                 return
-            ties.add(event)
+            add_tie(ties, event)
         else:
             try:
                 ns = event_ns(timestamp)
@@ -277,5 +298,5 @@ class DedupPaths:
                 if event in mark.ties:
                     self.duplicates_dropped += 1
                     return
-                mark.ties.add(event)
+                add_tie(mark.ties, event)
         self._count(event)
