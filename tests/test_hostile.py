@@ -57,6 +57,7 @@ from cadvisor_events.targets import TargetSpec
 from cadvisor_events.web import build_root
 
 from .test_end_to_end import http_client
+from .test_follower import FakeClient, event as good_event, ts
 
 log = Logger()
 
@@ -808,3 +809,148 @@ class FloodTests(unittest.TestCase):
         self.assertLessEqual(result["ties_peak"], MAX_TIES + 1)
         self.assertEqual(result["dupes"], 0)
         self.assertLess(result["rss_growth_peak"], 32 * MiB)
+
+    @defer.inlineCallbacks
+    def test_flood_while_the_history_never_comes_overflows_at_the_bound_and_backs_off(self):
+        clock = task.Clock()
+        floods: List[Flood] = []
+
+        def script(connection, target):
+            if connection.stream:
+                floods.append(Flood(connection))
+            # History requests are read and never answered: the backfill waits, the stream floods.
+
+        healthy = Healthy(self)
+        hostile = RawHost(self, script, clock)
+        rig = Rig(self, clock=clock, history_timeout=1000.0)
+        rig.follow(healthy.name, hostile.name)
+        f = rig[hostile.name]
+        start_rss = rss()
+        buffered_peak = rss_peak = 0
+        for _ in range(16):  # 8 s on the followers' clock: attempts at ~0, ~1.5, ~4 (then ~8.5)
+            clock.advance(0.5)
+            for _ in range(2000):  # each attempt: buffer until the overflow ends it (bounded)
+                if f.state != "backfilling":
+                    break
+                yield task.deferLater(reactor, 0.002, lambda: None)
+                buffered_peak = max(buffered_peak, len(f._buffer or ()))
+                rss_peak = max(rss_peak, (rss() or 0) - (start_rss or 0))
+            yield healthy_round(self, rig, healthy, events=2)
+        attempts = len(hostile.stream_requests())
+        self.assertEqual(f.failures, {"overflow": attempts})
+        self.assertIn(attempts, (3, 4))
+        self.assertLessEqual(buffered_peak, f.max_buffered)
+        self.assertEqual(rig.counts(hostile.name), {})  # nothing from an attempt that never synced
+        self.assertEqual(rig.counts(healthy.name), dict(healthy.sim.ground_truth()))
+        self.assertLess(max(rig.latencies), SCRAPE_BUDGET)
+        figures(self, attempts=attempts, buffered_peak=buffered_peak, max_buffered=f.max_buffered,
+                rss_growth_peak=rss_peak, max_scrape=max(rig.latencies),
+                events_flooded=sum(flood.events for flood in floods))
+
+
+# -- property tests -------------------------------------------------------------------------
+# tests/test_protocol.py covers arbitrary bytes and any chunking through the line protocol
+# alone, tests/test_event.py arbitrary bytes through decode_event. Missing, and here: JSON
+# documents of every shape (not just bytes), the history parser, and the protocol wired to a
+# real follower, whose de-duplication and counters then render /metrics.
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2 ** 70), 2 ** 70) | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12)
+hostile_timestamps = st.one_of(
+    st.text(max_size=40),
+    st.builds(lambda s, frac, zone: "2026-11-24T17:25:%02d%s%s" % (s, frac, zone), st.integers(0, 99),
+              st.sampled_from(["", ".", ".1", ".123456789", ".1234567890", ".٣", "." + "9" * 30]),
+              st.sampled_from(["Z", "z", "-03:00", "+99:99", "+05", "", "Z\x00", "\u2028"])))
+event_like = st.fixed_dictionaries(
+    {"container_name": st.one_of(st.text(max_size=30), json_values),
+     "timestamp": st.one_of(hostile_timestamps, json_values),
+     "event_type": st.one_of(st.sampled_from(["oom", "oomKill", "containerCreation", "x"]), st.text(max_size=10),
+                             json_values)},
+    optional={"event_data": st.one_of(json_values, st.fixed_dictionaries(
+        {"oom": st.one_of(json_values, st.fixed_dictionaries(
+            {"pid": st.one_of(st.integers(-(2 ** 70), 2 ** 70), json_values),
+             "process_name": st.one_of(st.text(max_size=20), json_values)}))})),
+        "extra": json_values})
+documents = st.one_of(json_values, event_like).map(lambda doc: json.dumps(doc, ensure_ascii=False).encode())
+
+
+class PropertyTests(unittest.TestCase):
+    @settings(max_examples=400, deadline=None)
+    @given(documents)
+    def test_any_json_document_decodes_to_an_event_or_raises_invalid_event(self, line):
+        try:
+            event = decode_event(line)
+        except InvalidEvent:
+            return
+        self.assertIsInstance(event.container_name, str)
+        self.assertIsInstance(event.timestamp, str)
+        self.assertIsInstance(event.event_type, str)
+        self.assertIsInstance(event.oom_process, str)
+        hash(event)  # usable as a de-duplication key
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.one_of(st.binary(max_size=300),
+                     st.lists(documents, max_size=8).map(lambda docs: b"[" + b",".join(docs) + b"]")))
+    def test_history_parser_returns_sorted_events_and_counts_the_rest_or_raises_invalid_event(self, body):
+        try:
+            timed, invalid = parse_history(body)
+        except InvalidEvent:
+            return
+        elements = json.loads(body)
+        self.assertIsInstance(elements, list)
+        self.assertEqual(len(timed) + invalid, len(elements))
+        self.assertEqual([ns for _, ns in timed], sorted(ns for _, ns in timed))
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.lists(st.one_of(documents, st.binary(max_size=60)), max_size=12),
+           st.lists(st.integers(0, 10 ** 6), max_size=8),
+           st.lists(st.one_of(documents, st.binary(max_size=60)), max_size=12),
+           st.booleans())
+    def test_arbitrary_input_through_a_real_follower_never_raises_and_metrics_still_render(
+            self, live_lines, cuts, backfill_lines, history_ok):
+        clock = task.Clock()
+        client = FakeClient()
+        counters = EventCounters(clock)
+        f = Follower(parse_target("hostile:8080"), client=client, counters=counters.host("hostile:8080"),
+                     clock=clock, settle_seconds=5, backoff=lambda retries: 1.0)
+        fleet = type("Fleet", (), {"followers": {"hostile:8080": f}})()
+        f.startService()
+        try:
+            clock.advance(0)
+            response = client.accept()
+            client.answer_history(good_event("/docker/a", "oom", ts(1)))
+            data = b"\n".join(live_lines) + b"\n"
+            points = sorted({c % (len(data) + 1) for c in cuts})
+            for a, b in zip([0] + points, points + [len(data)]):  # the live path, any chunking
+                response.protocol.dataReceived(data[a:b])
+            response.cut()
+            clock.advance(1)
+            response = client.accept()
+            response.protocol.dataReceived(b"\n".join(backfill_lines) + b"\n")  # buffered
+            if history_ok:
+                client.answer_history(*[line for line in backfill_lines if line.startswith(b"{")][:3])
+            else:
+                client.histories[-1][1].callback(b"<html>not history</html>")
+            if f.state == "up":
+                response.protocol.dataReceived(b"\n".join(live_lines) + b"\n")  # settling: repeats
+                clock.advance(5)
+                response.protocol.dataReceived(b"\n".join(reversed(live_lines)) + b"\n")  # live again
+            self.assertIn(f.state, ("up", "down"))
+            self.assertLessEqual(sum(counters.hosts["hostile:8080"].values().values()), f.received)
+            self.assertLessEqual(len(f._mark.ties), MAX_TIES + 1)
+            # Whatever was counted renders as valid exposition that parses back to the same counts.
+            text = counters.render() + FleetMetrics(fleet, counters).render()
+            parsed = {}
+            for family in text_string_to_metric_families("# TYPE cadvisor_container_events_total counter\n" + text):
+                if family.name == "cadvisor_container_events":
+                    for s in family.samples:
+                        key = (s.labels["id"], s.labels["event_type"], s.labels["oom_process"])
+                        parsed[key] = s.value
+            self.assertEqual(parsed, counters.hosts["hostile:8080"].values())
+        finally:
+            f.stopService()
+            for response in client.responses:
+                if response.protocol is not None and not response.protocol._ended:
+                    response.reset()
