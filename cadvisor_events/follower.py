@@ -27,7 +27,7 @@ from twisted.web.client import ResponseDone, ResponseFailed
 
 from .cadvisor import CAdvisorClient, Target, UpstreamError, describe_failure, timed_out
 from .dedup import DedupPaths, Watermark, merge_backfill, parse_history
-from .event import InvalidEvent
+from .event import Event, InvalidEvent
 from .protocol import EventStreamProtocol
 
 __all__ = ["Follower", "parse_history", "MAX_BUFFERED"]
@@ -57,7 +57,7 @@ class Follower(DedupPaths, Service):
     Read by others (plain attributes): ``target``, ``state`` (one of
     :data:`STATES`), ``up``, ``state_since``, ``tried``, ``received``,
     ``invalid_lines``, ``connects``, ``failures`` (reason -> count),
-    ``backfilled``, ``duplicates_dropped``, ``last_event_time``,
+    ``backfilled``, ``duplicates_dropped``, ``gaps``, ``last_event_time``,
     ``last_error``, ``retries``.
     """
 
@@ -66,7 +66,7 @@ class Follower(DedupPaths, Service):
         "target", "oom_only", "seed_history", "connect_timeout", "history_timeout",
         "max_history_bytes", "settle_seconds", "first_delay",
         "state", "up", "state_since", "tried", "received", "invalid_lines", "connects",
-        "failures", "backfilled", "duplicates_dropped", "last_event_time", "last_error", "retries",
+        "failures", "backfilled", "duplicates_dropped", "gaps", "last_event_time", "last_error", "retries",
         "_client", "_counters", "_count", "_clock", "_backoff", "_gate", "_gate_held", "_gate_wait",
         "_attempt", "_timer", "_pending", "_protocol", "_buffer", "_buffer_oldest", "_mark",
         "_floor", "_recent", "_settle_call", "_synced", "_backfill_from", "_logged_reason",
@@ -123,6 +123,7 @@ class Follower(DedupPaths, Service):
         self.failures: dict = {}
         self.backfilled = 0
         self.duplicates_dropped = 0
+        self.gaps = 0
         self.last_event_time: Optional[float] = None
         self.last_error: Optional[str] = None
         self.retries = 0
@@ -284,6 +285,20 @@ class Follower(DedupPaths, Service):
             return
         self.invalid_lines += invalid
         self.received += len(history)
+        mark = self._mark
+        if mark.text is not None:
+            # A gap: history (asked from the mark, inclusive) no longer holds the events counted at
+            # the mark, so it may have lost others since (aged out, or cAdvisor restarted).
+            at_mark = set()
+            for event, ns in history:
+                if ns > mark.ns:
+                    break
+                if ns == mark.ns:
+                    at_mark.add(event)
+            if any(tie not in at_mark for tie in mark.ties if isinstance(tie, Event)):
+                self.gaps += 1
+                log.warn("gap in the history of {host}: it no longer holds the events counted at {since}; "
+                         "whatever it dropped since then is lost", host=self.target.name, since=mark.text)
         buffered, oldest = self._buffer, self._buffer_oldest
         self._buffer = self._buffer_oldest = None
         result = merge_backfill(self._mark, history, buffered, oldest, self._count)

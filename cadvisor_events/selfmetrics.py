@@ -31,6 +31,9 @@ HOST_FAMILIES: List[Tuple[str, str, str, Callable]] = [
      lambda f: f.backfilled),
     ("duplicates_dropped", "counter", "Events already counted, seen again and dropped.",
      lambda f: f.duplicates_dropped),
+    ("gaps", "counter", "Reconnects whose history no longer held the last counted events "
+     "(aged out or cAdvisor restarted): events may be lost.",
+     lambda f: getattr(f, "gaps", 0)),
 ]
 
 
