@@ -2,10 +2,14 @@
 
 from urllib.parse import parse_qsl, urlsplit
 
-from twisted.internet import defer
+import treq
+from treq.client import HTTPClient
+from twisted.internet import defer, reactor
+from twisted.internet.error import CannotListenError
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 from twisted.web import resource, server
+from twisted.web.client import Agent, HTTPConnectionPool
 from treq.testing import StubTreq
 
 from cadvisor_events.cadvisor import (
@@ -14,8 +18,10 @@ from cadvisor_events.cadvisor import (
     UpstreamError,
     history_url,
     parse_target,
+    request_url,
     stream_url,
 )
+from cadvisor_events.streaming import stream_http_client
 
 
 class ParseTargetTests(unittest.TestCase):
@@ -162,3 +168,39 @@ class ClientTests(unittest.TestCase):
         d = CAdvisorClient(Clock(), http=stub).open_stream(self.target, oom_only=True)
         stub.flush()
         self.assertEqual(self.successResultOf(d).code, 200)
+
+
+class IPv6Tests(unittest.TestCase):
+    """IPv6 literal targets reach treq intact (hyperlink's ``to_uri`` cannot IDNA-encode ``::1``)."""
+
+    def test_url_kept_as_built(self):
+        target = parse_target("[::1]:8080")
+        url = request_url(history_url(target, oom_only=False, start_time="2026-11-24T17:25:55.1+03:00"))
+        self.assertEqual(url.to_uri().to_text(), history_url(
+            target, oom_only=False, start_time="2026-11-24T17:25:55.1+03:00"))
+        self.assertTrue(url.to_text().startswith("http://[::1]:8080/api/v1.3/events?"))
+
+    def test_stub_sees_the_v6_host(self):
+        res = Fixed(body=b"[]")
+        stub = StubTreq(res)
+        d = CAdvisorClient(Clock(), http=stub).fetch_history(parse_target("[::1]:8080"), oom_only=False)
+        stub.flush()
+        self.assertEqual(self.successResultOf(d), b"[]")
+        self.assertEqual(res.requests[0].getHeader(b"host"), b"[::1]:8080")
+
+    @defer.inlineCallbacks
+    def test_real_v6_loopback(self):
+        try:
+            port = reactor.listenTCP(0, server.Site(Fixed(body=b"[]")), interface="::1")
+        except CannotListenError:
+            raise unittest.SkipTest("no IPv6 loopback on this machine")
+        self.addCleanup(port.stopListening)
+        target = parse_target(f"[::1]:{port.getHost().port}")
+        plain = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
+        for http in (plain, stream_http_client(reactor)):
+            client = CAdvisorClient(reactor, http=http)
+            body = yield client.fetch_history(target, oom_only=False, timeout=10)
+            self.assertEqual(body, b"[]")
+            response = yield client.open_stream(target, oom_only=False, timeout=10)
+            self.assertEqual(response.code, 200)
+            yield treq.content(response)
