@@ -7,12 +7,16 @@ kept between requests: counts are recomputed every time, as the seed does.
 It must never crash or send a traceback on what an upstream sends, never
 write to a request whose client went away (the upstream fetch is cancelled
 instead), and never show a credential: errors name ``Target.base_url`` only.
+It must never connect anywhere ``--proxy-allow`` does not admit (the check
+comes first, see :mod:`cadvisor_events.access`), nor hold more than
+``--proxy-concurrency`` fetches or ``--max-history-bytes`` per fetch: each
+answer holds a whole history in memory.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 from urllib.parse import unquote_to_bytes
 
 import msgspec
@@ -22,7 +26,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET
 
-from .cadvisor import CAdvisorClient, Target, TargetError, UpstreamError, excerpt, parse_target
+from .access import ProxyAccess, Refused
+from .cadvisor import (
+    CAdvisorClient, Target, TargetError, UpstreamError, excerpt, parse_target, timed_out,
+)
 from .event import CountingKey, InvalidEvent, count_events, decode_history
 from .exposition import TEXT_CONTENT_TYPE, render_seed_counts
 from .plaintext import PlainTextResource, error_body
@@ -42,6 +49,10 @@ SEED_DEFAULT_PORT = 80
 
 #: The ``code`` label of a request whose client left before the answer (nginx's convention).
 CLIENT_CLOSED = 499
+
+#: Concurrent fetches by default: each may hold a history of up to ``max_history_bytes``.
+DEFAULT_CONCURRENCY = 4
+DEFAULT_MAX_HISTORY_BYTES = 256 * 1024 * 1024
 
 #: Answers range from milliseconds (small history) to the upstream timeout.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -117,9 +128,13 @@ class ProxyResource(PlainTextResource):
     Mounted as ``root.putChild(b"proxy", ...)``; being a leaf, it answers
     ``/proxy``, ``/proxy/`` and everything below. Status codes: 200 with the
     exposition (an empty body for an empty history, as client_golang writes
-    nothing for a family without series), 400 malformed target, 405 other
-    methods, 502 upstream unreachable or answering badly, 504 upstream too
-    slow (``timeout`` covers connect, headers and body).
+    nothing for a family without series), 400 malformed target, 403 target
+    not admitted by ``access`` (nothing connected), 405 other methods, 502
+    upstream unreachable or answering badly (a history over
+    ``max_history_bytes`` too), 503 (``Retry-After: 1``) ``concurrency``
+    fetches already running, 504 upstream too slow (``timeout`` covers
+    resolving, connect, headers and body). A bare ``/proxy`` (the configured
+    default) is always admitted: it names nothing the operator did not.
 
     Registers ``cadvisor_events_proxy_requests_total{code}`` and
     ``cadvisor_events_proxy_request_duration_seconds`` in ``registry``, so only
@@ -137,6 +152,9 @@ class ProxyResource(PlainTextResource):
         timeout: float = 30.0,
         clock=None,
         registry: CollectorRegistry,
+        access: Optional[ProxyAccess] = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        max_history_bytes: int = DEFAULT_MAX_HISTORY_BYTES,
     ) -> None:
         super().__init__()
         if clock is None:
@@ -146,6 +164,10 @@ class ProxyResource(PlainTextResource):
         self.oom_only = oom_only
         self.timeout = timeout
         self.clock = clock
+        self.access = access
+        self.concurrency = concurrency
+        self.max_history_bytes = max_history_bytes
+        self.in_flight = 0
         self.requests = Counter(
             "cadvisor_events_proxy_requests",
             "Answers of /proxy by HTTP status (499: the client left before the answer).",
@@ -171,7 +193,15 @@ class ProxyResource(PlainTextResource):
             target = proxy_target(request.path, request.args, self.default_target)
         except TargetError as e:
             return error_body(request, 400, f"malformed /proxy target: {e}")
-        answering = self.fetch_counts(target)
+        if self.in_flight >= self.concurrency:
+            request.setHeader(b"Retry-After", b"1")
+            return error_body(
+                request, 503,
+                f"/proxy is busy: {self.in_flight} fetches running (--proxy-concurrency); retry in a second",
+            )
+        self.in_flight += 1
+        answering = self.fetch_counts(target, bare=target is self.default_target)
+        answering.addBoth(self._release)
         client_left = request.notifyFinish()
 
         def abandon(reason: Failure) -> None:
@@ -189,14 +219,31 @@ class ProxyResource(PlainTextResource):
     # drops the body, keeping Content-Length.
     render_HEAD = render_GET
 
-    def fetch_counts(self, target: Target) -> defer.Deferred:
+    def _release(self, result):
+        self.in_flight -= 1
+        return result
+
+    def fetch_counts(self, target: Target, bare: bool = False) -> defer.Deferred:
         """Fire with ``(code, body_or_message)`` for ``target``; never fails.
 
-        Cancelling it drops the upstream connection. An access check
-        (``allow(target) -> Deferred[bool]``, answering 403) belongs in front
-        of the fetch here, before anything connects.
+        The access check comes first: nothing connects before it admitted the
+        target. Cancelling the result stops the check or drops the upstream
+        connection.
         """
-        fetching = self.client.fetch_history(target, oom_only=self.oom_only, timeout=self.timeout)
+        deadline = self.clock.seconds() + self.timeout
+        if self.access is None or bare:
+            admitted = defer.succeed(self.client)
+        else:
+            admitted = self.access.admit(target, self.client)
+            admitted.addTimeout(self.timeout, self.clock, onTimeoutCancel=timed_out(target, self.timeout))
+
+        def fetch(client: CAdvisorClient) -> defer.Deferred:
+            return client.fetch_history(
+                target, oom_only=self.oom_only, max_bytes=self.max_history_bytes,
+                timeout=max(deadline - self.clock.seconds(), 0.001),
+            )
+
+        fetching = admitted.addCallback(fetch)
         fetching.addCallback(self._hand_over)
         fetching.addCallback(self._exposition, target)
         fetching.addErrback(self._failure_answer, target)
@@ -229,6 +276,9 @@ class ProxyResource(PlainTextResource):
     def _failure_answer(self, failure: Failure, target: Target):
         """Map a failed fetch to a status and a sentence naming the upstream."""
         error = failure.value
+        if isinstance(error, Refused):
+            log.info("/proxy refused: {why}", why=str(error))
+            return 403, f"/proxy refused: {error}"
         if isinstance(error, UpstreamError):
             code = 504 if error.reason == "timeout" else 502
             log.info("/proxy upstream {upstream} failed: {why}", upstream=target.base_url, why=error.message)

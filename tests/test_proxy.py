@@ -22,6 +22,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from hypothesis import given, settings, strategies as st
 
 from cadvisor_events import proxy as proxy_module
+from cadvisor_events.access import ProxyAccess, parse_allow
 from cadvisor_events.cadvisor import CAdvisorClient, Target, TargetError
 from cadvisor_events.event import InvalidEvent, count_events, decode_history
 from cadvisor_events.exposition import _render_seed_counts_per_series, render_seed_counts
@@ -642,3 +643,151 @@ class RealConnectionTests(unittest.TestCase):
         got = samples(self.registry)
         self.assertEqual(got[("cadvisor_events_proxy_requests_total", (("code", "499"),))], 1.0)
 
+
+
+class ScriptedResolver:
+    """``resolve(host, port)`` answering from a dict; names in ``hang`` never answer."""
+
+    def __init__(self, answers=None, hang=()):
+        self.answers = answers or {}
+        self.hang = hang
+        self.asked: list = []
+
+    def __call__(self, host, port):
+        self.asked.append(host)
+        if host in self.hang:
+            return defer.Deferred()
+        return defer.succeed(self.answers.get(host, []))
+
+
+class AccessTests(unittest.TestCase):
+    """--proxy-allow: refused targets are 403 before anything connects; admitted ones are fetched."""
+
+    def proxy(self, allow=("10.0.0.0/8", "cadvisor.allowed"), answers=None, hang=(), **options):
+        self.resolve = ScriptedResolver(answers or {"inside.test": ["10.1.1.1"], "outside.test": ["10.1.1.1", "127.0.0.1"]}, hang)
+        self.pinned: list = []
+        proxy = None
+
+        def pinned_client(addresses):
+            self.pinned.append(addresses)
+            return proxy.resource.client  # the same stub upstream: which address is recorded above
+
+        access = ProxyAccess(parse_allow(allow), resolve=self.resolve, pinned_client=pinned_client)
+        proxy = StubbedProxy(self, access=access, **options)
+        return proxy
+
+    def codes(self, proxy) -> dict:
+        return {
+            dict(labels)["code"]: value
+            for (name, labels), value in samples(proxy.registry).items()
+            if name == "cadvisor_events_proxy_requests_total"
+        }
+
+    def test_refused_literal_is_403_without_connecting(self):
+        proxy = self.proxy()
+        code, headers, body = proxy.request("/proxy/http://user:s3cret@127.0.0.1:8080")
+        self.assertEqual(code, 403)
+        self.assertEqual(headers.getRawHeaders(b"content-type"), [b"text/plain; charset=utf-8"])
+        self.assertEqual(
+            body, b"/proxy refused: http://127.0.0.1:8080 is not allowed: 127.0.0.1 is outside --proxy-allow\n"
+        )
+        self.assertEqual(proxy.upstream.asked, [])
+        self.assertEqual(self.codes(proxy), {"403": 1.0})
+
+    def test_name_with_any_address_outside_is_403(self):
+        proxy = self.proxy()
+        code, _, body = proxy.request("/proxy/outside.test:8080")
+        self.assertEqual(code, 403)
+        self.assertIn(b"outside.test resolves to 127.0.0.1, outside --proxy-allow", body)
+        self.assertEqual((self.resolve.asked, proxy.upstream.asked, self.pinned), (["outside.test"], [], []))
+
+    def test_allowed_literal_is_fetched(self):
+        proxy = self.proxy()
+        self.assertEqual(proxy.request("/proxy/10.0.0.7:8080")[::2], (200, SMALL_ANSWER))
+        self.assertEqual((self.resolve.asked, self.pinned), ([], []))
+
+    def test_allowed_name_is_fetched_by_name(self):
+        proxy = self.proxy()
+        self.assertEqual(proxy.request("/proxy/CADVISOR.allowed:8080")[0], 200)
+        self.assertEqual(proxy.upstream.asked, [(b"cadvisor.allowed:8080", ALL_QUERY)])
+        self.assertEqual((self.resolve.asked, self.pinned), ([], []))
+
+    def test_resolved_name_is_fetched_through_a_pinned_client_with_its_name(self):
+        proxy = self.proxy()
+        self.assertEqual(proxy.request("/proxy/inside.test:8080")[0], 200)
+        self.assertEqual(self.pinned, [("10.1.1.1",)])
+        self.assertEqual(proxy.upstream.asked, [(b"inside.test:8080", ALL_QUERY)])
+
+    def test_unresolvable_name_is_502(self):
+        proxy = self.proxy()
+        code, _, body = proxy.request("/proxy/nowhere.test:8080")
+        self.assertEqual(code, 502)
+        self.assertIn(b"does not resolve", body)
+        self.assertEqual(proxy.upstream.asked, [])
+
+    def test_bare_proxy_goes_to_the_configured_default(self):
+        proxy = self.proxy()
+        self.assertEqual(proxy.request("/proxy")[0], 200)
+        self.assertEqual(proxy.upstream.asked, [(b"127.0.0.1:9094", ALL_QUERY)])
+        self.assertEqual(proxy.request("/proxy/127.0.0.1:9094")[0], 403)  # named explicitly: checked
+
+    def test_resolution_counts_against_the_timeout(self):
+        proxy = self.proxy(hang=("slow.test",), timeout=5.0)
+        d = proxy.front.get("http://exporter.test/proxy/slow.test:8080")
+        proxy.flush()
+        proxy.clock.advance(5)
+        proxy.flush()
+        response = self.successResultOf(d)
+        body = self.successResultOf(proxy.front.content(response))
+        self.assertEqual(response.code, 504)
+        self.assertIn(b"http://slow.test:8080 did not answer within 5 s", body)
+        self.assertEqual(proxy.upstream.asked, [])
+        self.assertEqual(proxy.resource.in_flight, 0)
+
+
+class NeverAnswers(resource.Resource):
+    """An upstream that takes any number of requests and answers none."""
+
+    isLeaf = True
+
+    def render_GET(self, request):
+        return server.NOT_DONE_YET
+
+
+class LimitTests(unittest.TestCase):
+    def test_concurrency_beyond_the_limit_is_503_with_retry_after(self):
+        upstream = NeverAnswers()
+        proxy = StubbedProxy(self, upstream=upstream, concurrency=2, timeout=10.0)
+        pending = [proxy.front.get("http://exporter.test/proxy/node:1") for _ in range(2)]
+        proxy.flush()
+        code, headers, body = proxy.request("/proxy/node:1")
+        self.assertEqual(code, 503)
+        self.assertEqual(headers.getRawHeaders(b"retry-after"), [b"1"])
+        self.assertIn(b"--proxy-concurrency", body)
+        proxy.clock.advance(10)  # both pending fetches time out, freeing their slots
+        proxy.flush()
+        self.assertEqual([self.successResultOf(d).code for d in pending], [504, 504])
+        self.assertEqual(proxy.resource.in_flight, 0)
+        proxy.upstream_http = StubTreq(FakeCAdvisor())
+        proxy.resource.client = CAdvisorClient(proxy.clock, http=proxy.upstream_http)
+        self.assertEqual(proxy.request("/proxy/node:1")[0], 200)
+        codes = {
+            dict(labels)["code"]: value
+            for (name, labels), value in samples(proxy.registry).items()
+            if name == "cadvisor_events_proxy_requests_total"
+        }
+        self.assertEqual(codes, {"503": 1.0, "504": 2.0, "200": 1.0})
+
+    def test_refused_and_malformed_requests_free_their_slot(self):
+        access = ProxyAccess(parse_allow(["10.0.0.0/8"]), resolve=ScriptedResolver(), pinned_client=None)
+        proxy = StubbedProxy(self, concurrency=1, access=access)
+        for _ in range(3):
+            self.assertEqual(proxy.request("/proxy/127.0.0.1:1")[0], 403)
+            self.assertEqual(proxy.request("/proxy/x:port")[0], 400)
+        self.assertEqual(proxy.resource.in_flight, 0)
+
+    def test_history_over_the_limit_is_502_naming_it(self):
+        proxy = StubbedProxy(self, max_history_bytes=100)
+        code, _, body = proxy.request("/proxy/node:1")
+        self.assertEqual(code, 502)
+        self.assertIn(b"history larger than the limit of 100 bytes (--max-history-bytes)", body)
