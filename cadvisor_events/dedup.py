@@ -23,7 +23,7 @@ from .event import Event, InvalidEvent, decode_event, decode_history, timestamp_
 
 log = Logger()
 
-__all__ = ["MAX_TIES", "add_tie", "Watermark", "Backfill", "merge_backfill", "parse_history", "DedupPaths", "RECENT_TAIL", "event_ns"]
+__all__ = ["MAX_TIES", "REPLAYED", "add_tie", "Watermark", "Backfill", "merge_backfill", "parse_history", "DedupPaths", "RECENT_TAIL", "event_ns"]
 
 #: History events kept after a backfill (for the settle window) besides those
 #: overlapping the buffered stream events: the newest ones, which a stream may
@@ -85,17 +85,33 @@ def event_ns(timestamp: str) -> int:
 TimedEvent = Tuple[Event, int]
 
 
+#: Event types a restarted cAdvisor re-adds to its (emptied) history from the kernel log.
+REPLAYED = frozenset(("oom", "oomKill"))
+
+
 class Watermark:
     """The newest counted timestamp (nanoseconds and original string) and the events counted at it."""
 
-    __slots__ = ("ns", "text", "ties")
+    __slots__ = ("ns", "text", "ties", "anchor")
 
     def __init__(self) -> None:
         self.ns = _NO_MARK
-        #: The original timestamp string of the mark (``start_time`` of the next backfill), or None.
+        #: The original timestamp string of the mark, or None.
         self.text: Optional[str] = None
         #: Events counted at exactly ``ns`` (usually one; two for an oom/oomKill pair).
         self.ties: Set[Event] = set()
+        #: The newest event that set the mark and that a restart would not re-add (not an OOM).
+        self.anchor: Optional[Event] = None
+
+    def boundary(self) -> Tuple[Optional[str], Set[Event]]:
+        """``start_time`` of the next backfill, and the counted events its answer must hold
+        if cAdvisor's history is whole (else: a gap). The events at the mark, or, when those
+        are all OOMs (a restarted cAdvisor re-adds them, so finding them proves nothing),
+        the anchor: the backfill then starts at the anchor's time."""
+        ties = {tie for tie in self.ties if isinstance(tie, Event)}
+        if self.anchor is None or any(tie.event_type not in REPLAYED for tie in ties):
+            return self.text, ties
+        return self.anchor.timestamp, {self.anchor}
 
     def seen(self, event: Event, ns: int) -> bool:
         """Whether ``event`` (at ``ns``) is at or before the mark and so already counted."""
@@ -109,6 +125,8 @@ class Watermark:
             self.text = event.timestamp
             self.ties.clear()
             self.ties.add(event)
+            if event.event_type not in REPLAYED:
+                self.anchor = event
         elif ns == self.ns:
             if event in self.ties:
                 return False
@@ -118,7 +136,7 @@ class Watermark:
     def copy(self) -> "Watermark":
         """A snapshot (the mark at a break, used while catching up)."""
         other = Watermark()
-        other.ns, other.text, other.ties = self.ns, self.text, set(self.ties)
+        other.ns, other.text, other.ties, other.anchor = self.ns, self.text, set(self.ties), self.anchor
         return other
 
     @property
@@ -293,6 +311,8 @@ class DedupPaths:
                 ties = mark.ties
                 ties.clear()
                 ties.add(event)
+                if event.event_type not in REPLAYED:
+                    mark.anchor = event
                 self.last_event_time = ns / 1e9
             elif ns == mark.ns:
                 if event in mark.ties:

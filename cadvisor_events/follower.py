@@ -26,8 +26,8 @@ from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone, ResponseFailed
 
 from .cadvisor import CAdvisorClient, Target, UpstreamError, describe_failure, timed_out
-from .dedup import DedupPaths, Watermark, merge_backfill, parse_history
-from .event import Event, InvalidEvent
+from .dedup import DedupPaths, Watermark, event_ns, merge_backfill, parse_history
+from .event import InvalidEvent
 from .protocol import EventStreamProtocol
 
 __all__ = ["Follower", "parse_history", "MAX_BUFFERED"]
@@ -149,7 +149,7 @@ class Follower(DedupPaths, Service):
     @property
     def backfill_since(self) -> Optional[str]:
         """``start_time`` of the next reconnect's backfill (None: the whole history)."""
-        return self._mark.text or self._backfill_from
+        return self._mark.boundary()[0] or self._backfill_from
 
     # -- service -------------------------------------------------------------------
 
@@ -285,20 +285,20 @@ class Follower(DedupPaths, Service):
             return
         self.invalid_lines += invalid
         self.received += len(history)
-        mark = self._mark
-        if mark.text is not None:
-            # A gap: history (asked from the mark, inclusive) no longer holds the events counted at
-            # the mark, so it may have lost others since (aged out, or cAdvisor restarted).
-            at_mark = set()
+        since, boundary = self._mark.boundary()
+        if boundary:
+            # A gap: history (asked from the boundary, inclusive) no longer holds the events counted
+            # there, so it may have lost others since (aged out, or cAdvisor restarted).
+            boundary_ns, found = event_ns(since), set()
             for event, ns in history:
-                if ns > mark.ns:
+                if ns > boundary_ns:
                     break
-                if ns == mark.ns:
-                    at_mark.add(event)
-            if any(tie not in at_mark for tie in mark.ties if isinstance(tie, Event)):
+                if event in boundary:
+                    found.add(event)
+            if len(found) < len(boundary):
                 self.gaps += 1
                 log.warn("gap in the history of {host}: it no longer holds the events counted at {since}; "
-                         "whatever it dropped since then is lost", host=self.target.name, since=mark.text)
+                         "whatever it dropped since then is lost", host=self.target.name, since=since)
         buffered, oldest = self._buffer, self._buffer_oldest
         self._buffer = self._buffer_oldest = None
         result = merge_backfill(self._mark, history, buffered, oldest, self._count)
