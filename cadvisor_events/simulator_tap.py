@@ -18,7 +18,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.web.server import Site
 
-from cadvisor_events.simulator import RandomEmitter, Simulator
+from cadvisor_events.simulator import ControlledSite, RandomEmitter, Simulator
 
 __all__ = ["EndpointListener", "Options", "makeService"]
 
@@ -54,6 +54,7 @@ class Options(usage.Options):
     ]
     optFlags = [
         ["deletion-exit-codes", None, "containerDeletion events carry an exit code (newer cAdvisor)"],
+        ["control", None, "also serve /_simulator/burst (benchmark bursts; not a cAdvisor path)"],
     ]
 
     def __init__(self) -> None:
@@ -120,7 +121,7 @@ def makeService(config: Options, reactor=None) -> IService:
         simulator.fill_history(config["history"])
     top = MultiService()
     top.simulator = simulator  # type: ignore[attr-defined]
-    site = Site(simulator.resource)
+    site = Site(ControlledSite(simulator) if config["control"] else simulator.resource)
     for description in config["listen"]:
         EndpointListener(serverFromString(reactor, description), site).setServiceParent(top)
     if config["rate"] > 0:

@@ -26,10 +26,10 @@ from twisted.web._newclient import ResponseFailed, ResponseNeverReceived
 from twisted.web.server import Site
 
 from cadvisor_events import simulator_tap
-from cadvisor_events.simulator import Simulator, container_names
+from cadvisor_events.simulator import ControlledSite, Simulator, container_names
 from cadvisor_events.simulator_json import (
     clean_go_path, go_duration_error, go_json_string, go_quote, parse_go_bool, parse_go_int,
-    parse_go_query, parse_rfc3339, rfc3339nano,
+    EventQuery, parse_go_query, parse_rfc3339, rfc3339nano,
 )
 
 NS = 1_000_000_000
@@ -640,7 +640,9 @@ def chunk(event) -> bytes:
     return b"%x\r\n%s\r\n" % (len(line), line)
 
 
-class StreamTests(unittest.TestCase):
+class LoopbackMixin:
+    """A simulator on a loopback port, raw and treq clients; everything closed at the end."""
+
     timeout = 15
 
     def setUp(self):
@@ -671,6 +673,9 @@ class StreamTests(unittest.TestCase):
 
     def url(self, query: str) -> str:
         return "http://127.0.0.1:%d/api/v1.3/events?%s" % (self.port.getHost().port, query)
+
+
+class StreamTests(LoopbackMixin, unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_idle_stream_has_headers_and_no_body(self):
@@ -757,6 +762,116 @@ class StreamTests(unittest.TestCase):
         self.assertEqual([e.timestamp for e in self.sim.history()], [oom.timestamp, kill.timestamp])
 
 
+class BurstTests(LoopbackMixin, unittest.TestCase):
+    """The benchmark burst: pre-encoded events, one chunk each, paced by the reader."""
+
+    ALL_STREAM = b"/api/v1.3/events?stream=true&all_events=true&subcontainers=true"
+
+    @staticmethod
+    def dechunk(data: bytes) -> list:
+        body = data.partition(b"\r\n\r\n")[2]
+        chunks = []
+        while body:
+            size, crlf, rest = body.partition(b"\r\n")
+            length = int(size, 16) if crlf else 0
+            if not crlf or len(rest) < length + 2:
+                break  # a partial chunk: wait for the rest
+            chunks.append(rest[:length])
+            assert rest[length:length + 2] == b"\r\n"
+            body = rest[length + 2:]
+        return chunks
+
+    @defer.inlineCallbacks
+    def test_burst_writes_each_stream_its_events_one_chunk_each(self):
+        everything = yield self.open_raw(self.ALL_STREAM)
+        kills = yield self.open_raw(b"/api/v1.3/events?stream=true&oom_kill_events=true&subcontainers=true")
+        before = self.sim.emit("/docker/a", "oom")
+        burst = self.sim.start_burst(1000, keys=16, batch=50)
+        self.sim.clock.advance(0)
+        yield burst.done
+        self.assertEqual(burst.written, [1000, 1000])
+        after = self.sim.emit("/docker/a", "oom")
+        yield everything.wait_for(lambda data: after.to_json() in data)
+        yield kills.wait_for(lambda data: len(self.dechunk(data)) >= 1000)
+        events = [json.loads(c) for c in self.dechunk(everything.data)]
+        self.assertEqual(len(events), 1002)
+        self.assertEqual((events[0], events[-1]), (json.loads(before.to_json()), json.loads(after.to_json())))
+        burst_events = events[1:-1]
+        stamps = [parse_rfc3339(e["timestamp"]) for e in events]
+        self.assertEqual(stamps, sorted(stamps))
+        self.assertEqual(len(set(stamps)), len(stamps))
+        def key(e):
+            return (e["container_name"], e["event_type"], (e["event_data"].get("oom") or {}).get("process_name", ""))
+        import collections
+        self.assertEqual(collections.Counter(map(key, burst_events)), burst.counts())
+        self.assertEqual(len(burst.counts()), 16)
+        self.assertEqual(sum(burst.counts().values()), 1000)
+        kill_events = [json.loads(c) for c in self.dechunk(kills.data)]
+        self.assertEqual(collections.Counter(map(key, kill_events)),
+                         burst.counts(EventQuery.from_args({"oom_kill_events": ["true"], "subcontainers": ["true"]}, "/")))
+        self.assertEqual({e["event_type"] for e in kill_events}, {"oomKill"})
+        self.assertEqual(len(self.sim.history()), 2)  # bursts are stream-only
+
+    @defer.inlineCallbacks
+    def test_burst_stops_when_the_reader_does_not_read(self):
+        client = yield self.open_raw(self.ALL_STREAM)
+        client.transport.pauseProducing()
+        burst = self.sim.start_burst(200_000, keys=4, batch=100)
+        for _ in range(30):
+            self.sim.clock.advance(0)
+            yield task.deferLater(reactor, 0.01, lambda: None)
+        self.assertTrue(burst.running)
+        self.assertLess(burst.written[0], 100_000)  # paused by the full transport, not all in memory
+        channel = burst.writers[0].request.channel
+        self.assertLess(len(channel.transport._tempDataBuffer) + channel.transport._tempDataLen, 1 << 20)
+        burst.stop()
+        self.assertFalse(burst.running)
+        client.transport.resumeProducing()
+
+    @defer.inlineCallbacks
+    def test_paced_burst_follows_the_rate_on_the_clock(self):
+        client = yield self.open_raw(self.ALL_STREAM)
+        burst = self.sim.start_burst(100, keys=4, rate=200)
+        self.sim.clock.advance(0)
+        self.assertEqual(burst.written, [0])
+        for _ in range(5):
+            self.sim.clock.advance(0.051)  # 0.05 s ticks; 1.7e9 + 0.05 is not exact in floats
+        self.assertEqual(burst.written, [50])
+        for _ in range(10):
+            self.sim.clock.advance(0.051)
+        yield burst.done
+        yield client.wait_for(lambda data: len(self.dechunk(data)) >= 100)
+
+    @defer.inlineCallbacks
+    def test_client_leaving_ends_its_share(self):
+        client = yield self.open_raw(self.ALL_STREAM)
+        client.transport.pauseProducing()
+        burst = self.sim.start_burst(1_000_000, keys=4)
+        self.sim.clock.advance(0)
+        client.transport.abortConnection()
+        yield burst.done
+        self.assertLess(burst.written[0], 1_000_000)
+
+    @defer.inlineCallbacks
+    def test_control_resource_over_http(self):
+        self.site.resource = ControlledSite(self.sim)
+        client = yield self.open_raw(self.ALL_STREAM)
+        base = "http://127.0.0.1:%d/_simulator/burst" % self.port.getHost().port
+        response = yield self.client.post(base + "?events=10&keys=4")
+        answer = json.loads((yield response.content()))
+        self.assertEqual((answer["streams"], answer["events_per_stream"]), (1, 10))
+        self.assertEqual(sorted(n for *_, n in answer["counts"]), [2, 2, 3, 3])
+        self.sim.clock.advance(0)
+        yield client.wait_for(lambda data: len(self.dechunk(data)) >= 10)
+        response = yield self.client.get(base)
+        self.assertEqual(json.loads((yield response.content()))["written"], [10])
+        response = yield self.client.post(base + "?events=x")
+        self.assertEqual(response.code, 400)
+        yield response.content()
+        response = yield self.client.get("http://127.0.0.1:%d/healthz" % self.port.getHost().port)
+        self.assertEqual((yield response.content()), b"ok")
+
+
 # --- twistd plugin module ------------------------------------------------------------------
 
 
@@ -794,6 +909,13 @@ class TapTests(unittest.TestCase):
         self.assertGreaterEqual(len(service.simulator.emitted), 15)
         self.successResultOf(defer.maybeDeferred(service.stopService))
         self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_control_flag_adds_the_burst_endpoint(self):
+        clock = MemoryReactorClock()
+        for argv, expected in (((), "CadvisorResource"), (("--control",), "ControlledSite")):
+            service = simulator_tap.makeService(self.parse("--listen", "tcp:8081", *argv), reactor=clock)
+            listener = next(iter(service))
+            self.assertEqual(type(listener.factory.resource).__name__, expected)
 
     @defer.inlineCallbacks
     def test_started_service_listens_on_the_given_endpoint(self):
