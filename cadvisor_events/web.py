@@ -1,21 +1,32 @@
-"""The HTTP resource tree: /, /metrics, /proxy, /targets, /-/healthy, /-/ready.
+"""The HTTP resource tree: /, /metrics, /proxy, /targets, /-/healthy, /-/ready,
+and the site serving it (basic auth, access log).
 
 Only wiring and presentation: the data comes from the fleet (followers'
 plain attributes), the counters and prometheus_client's registry. Rendering
 happens in the reactor thread, so nothing here reads state that another
-thread mutates. Every error is plain text from :mod:`cadvisor_events.plaintext`.
+thread mutates. Every error is plain text from :mod:`cadvisor_events.plaintext`,
+the 401 of basic auth included. The access log never shows a credential that
+a ``/proxy`` URL carries.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import re
 import time
 from typing import Any, Dict, List, Optional
+from urllib.parse import unquote_to_bytes
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
+from twisted.cred.portal import IRealm, Portal
 from twisted.web import resource
+from twisted.web.guard import BasicCredentialFactory, HTTPAuthSessionWrapper
+from twisted.web._auth.wrapper import UnauthorizedResource
+from twisted.web.http import combinedLogFormatter
+from twisted.web.server import Site
+from zope.interface import implementer
 
 from .exposition import EVENTS_HELP, EVENTS_METRIC, TEXT_CONTENT_TYPE, family_header
 from .plaintext import NotFound, PlainTextResource, error_body
@@ -222,11 +233,112 @@ class Dashes(PlainTextResource):
 
 
 def build_root(*, registry, counters, fleet_metrics, fleet, proxy) -> Root:
-    """Assemble the tree served by every ``--listen`` endpoint."""
+    """Assemble the tree served by every ``--listen`` endpoint (``proxy=None``: no /proxy)."""
     children = {
         b"metrics": MetricsResource(registry, counters, fleet_metrics),
         b"targets": TargetsResource(fleet),
-        b"proxy": proxy,
         b"-": Dashes(fleet),
     }
+    if proxy is not None:
+        children[b"proxy"] = proxy
     return Root(children, StatusPage(fleet))
+
+
+REALM = b"cadvisor-events"
+UNAUTHORIZED = "unauthorized: this exporter needs HTTP basic auth (a user of its --auth-file)"
+
+
+def build_site(root: Root, *, checker=None) -> Site:
+    """The site for every ``--listen`` endpoint: ``root`` behind basic auth when
+    a twisted.cred ``checker`` is given, an access log without credentials."""
+    served = root if checker is None else AuthGate(root, checker)
+    site = Site(served, logFormatter=redacted_access_log)
+    site.displayTracebacks = False
+    return site
+
+
+class AuthGate(resource.Resource):
+    """Everything behind basic auth but ``/-/healthy``, which liveness probes
+    ask without credentials (it tells nothing but that the process serves)."""
+
+    def __init__(self, root: Root, checker) -> None:
+        super().__init__()
+        self.healthy = root.getChild(b"-", None).healthy
+        self.wrapper = PlainAuthWrapper(
+            Portal(_Realm(root), [checker]), [BasicCredentialFactory(REALM)]
+        )
+
+    def getChildWithDefault(self, path: bytes, request):
+        if path == b"-" and request.postpath == [b"healthy"]:
+            return self.healthy
+        return self.wrapper.getChildWithDefault(path, request)
+
+    def render(self, request):
+        return self.wrapper.render(request)
+
+
+class PlainAuthWrapper(HTTPAuthSessionWrapper):
+    """``HTTPAuthSessionWrapper`` whose 401 is our plain text: one sentence,
+    the same for a missing header, an unknown user and a wrong password.
+
+    Its two places that make a 401 are private (``_authorizedResource``,
+    ``_loginFailed``, Twisted 23-26); tests/test_auth.py fails if they change.
+    """
+
+    def _authorizedResource(self, request):
+        return self._plain(super()._authorizedResource(request))
+
+    def _loginFailed(self, result):
+        return self._plain(super()._loginFailed(result))
+
+    def _plain(self, answer):
+        if isinstance(answer, UnauthorizedResource):
+            return PlainUnauthorized(self._credentialFactories)
+        return answer
+
+
+class PlainUnauthorized(UnauthorizedResource):
+    """401 with ``WWW-Authenticate`` (set by Twisted) and a plain-text body."""
+
+    def render(self, request):
+        super().render(request)
+        return error_body(request, 401, UNAUTHORIZED)
+
+
+@implementer(IRealm)
+class _Realm:
+    """Every authenticated user gets the whole tree."""
+
+    def __init__(self, root: resource.Resource) -> None:
+        self.root = root
+
+    def requestAvatar(self, avatar_id, mind, *interfaces):
+        if resource.IResource in interfaces:
+            return resource.IResource, self.root, lambda: None
+        raise NotImplementedError("only web resources here")
+
+
+#: From where a /proxy target starts (after the first path segment or
+#: ``url=``, and its scheme if any) up to the last ``@``: a target's credentials.
+_CREDENTIALS = re.compile(rb"(?is)(^/[^/?]*/(?:https?://)?|[?&]url=(?:https?://)?).*@")
+
+
+def redact_uri(uri: bytes) -> bytes:
+    """``uri`` for the access log: percent-decoded and any ``user:password@`` replaced by ``***@``."""
+    if b"@" not in uri and b"%40" not in uri.lower():
+        return uri
+    return _CREDENTIALS.sub(lambda m: m.group(1) + b"***@", unquote_to_bytes(uri))
+
+
+def redacted_access_log(timestamp: str, request) -> str:
+    """Twisted's combined log line, with :func:`redact_uri` applied to the request URI."""
+    return combinedLogFormatter(timestamp, _RedactedRequest(request))
+
+
+class _RedactedRequest:
+    def __init__(self, request) -> None:
+        self._request = request
+        self.uri = redact_uri(request.uri)
+
+    def __getattr__(self, name):
+        return getattr(self._request, name)

@@ -7,16 +7,20 @@ import subprocess
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_families
+from treq.client import HTTPClient
 from treq.testing import StubTreq
-from twisted.internet.task import Clock
+from twisted.internet import defer, reactor
+from twisted.internet.task import Clock, deferLater
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
+from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.resource import Resource
 
 from cadvisor_events.cadvisor import parse_target
 from cadvisor_events.counters import EventCounters
 from cadvisor_events.event import Event, EventData, OomKill
 from cadvisor_events.selfmetrics import FleetMetrics
-from cadvisor_events.web import build_root
+from cadvisor_events.web import build_root, build_site, redact_uri
 
 
 class FakeFollower:
@@ -80,14 +84,14 @@ class WebFixture(unittest.TestCase):
         )
         self.registry = CollectorRegistry()
         Counter("cadvisor_events_proxy_requests", "x", ["code"], registry=self.registry).labels("200").inc()
-        root = build_root(
+        self.root = build_root(
             registry=self.registry,
             counters=self.counters,
             fleet_metrics=FleetMetrics(self.fleet, self.counters, FakeWatcher()),
             fleet=self.fleet,
             proxy=Leaf(),
         )
-        self.http = StubTreq(root)
+        self.http = StubTreq(self.root)
 
     def get(self, path, method="GET", headers=None):
         response = self.successResultOf(self.http.request(method, "http://x" + path, headers=headers))
@@ -208,3 +212,46 @@ class PromtoolTests(WebFixture):
             )
         _, body = self.get("/metrics")
         self.check(body)
+
+
+class AccessLogTests(unittest.TestCase):
+    """The access log (Site's combined log line) never shows a credential from a /proxy URL."""
+
+    def test_redact_uri(self):
+        for uri, shown in [
+            (b"/proxy/http://user:s3cret@h:1", b"/proxy/http://***@h:1"),
+            (b"/proxy/user:s3cret@h:1", b"/proxy/***@h:1"),
+            (b"/proxy/http%3A%2F%2Fuser%3As3cret%40h%3A1", b"/proxy/http://***@h:1"),
+            (b"/proxy?url=http://user:s3cret@h:1", b"/proxy?url=http://***@h:1"),
+            (b"/proxy/?url=user%3As3cret%40h", b"/proxy/***@h"),
+            (b"/proxy?url=HTTPS%3A%2F%2Fuser%3As3cret%40h", b"/proxy?url=HTTPS://***@h"),
+            (b"/proxy/http://user:s3/cr?et@h:1", b"/proxy/http://***@h:1"),
+            (b"/proxy/http://u:s3@cret@h:1", b"/proxy/http://***@h:1"),
+            (b"/proxy/http://u:s%0A3@h:1", b"/proxy/http://***@h:1"),
+            (b"/metrics", b"/metrics"),
+            (b"/proxy/h:1", b"/proxy/h:1"),
+        ]:
+            self.assertEqual(redact_uri(uri), shown, uri)
+
+    @defer.inlineCallbacks
+    def test_logged_line_hides_the_password(self):
+        root = Resource()
+        root.putChild(b"proxy", Leaf())
+        site = build_site(root)
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        http = HTTPClient(Agent(reactor, pool=pool))
+        url = f"http://127.0.0.1:{port.getHost().port}/proxy/http://user:s3cret@h:1"
+        response = yield http.get(url)
+        yield response.content()
+        for _ in range(100):  # the line is written when the request is done: a bounded poll
+            if any("/proxy/" in formatEvent(e) for e in events):
+                break
+            yield deferLater(reactor, 0.01, lambda: None)
+        lines = [formatEvent(e) for e in events]
+        self.assertTrue(any('"GET /proxy/http://***@h:1 HTTP/1.1" 200' in line for line in lines), lines)
+        self.assertFalse(any("s3cret" in line for line in lines), lines)
