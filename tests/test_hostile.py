@@ -97,6 +97,11 @@ def rss() -> Optional[int]:
     return None
 
 
+def transport_of(proto):
+    """A server protocol's transport (twisted.web wraps its HTTP channel in a proxy without one)."""
+    return getattr(proto, "transport", None) or getattr(getattr(proto, "_channel", None), "transport", None)
+
+
 def track(factory, test: unittest.TestCase):
     """Remember ``factory``'s live connections; at cleanup abort them and wait until all are gone
     (trial wants no socket left behind)."""
@@ -126,8 +131,8 @@ def track(factory, test: unittest.TestCase):
         waits = []
         for proto, lost in list(live.values()):
             waits.append(lost)
-            if proto.transport is not None:
-                proto.transport.abortConnection()
+            if transport_of(proto) is not None:
+                transport_of(proto).abortConnection()
         yield defer.gatherResults(waits)
 
     test.addCleanup(close)
@@ -274,7 +279,7 @@ class Rig:
                           fleet_metrics=FleetMetrics(self.fleet, self.counters), fleet=self.fleet,
                           proxy=Resource())
         site = Site(root)
-        track(site, test)
+        self.web_connections = track(site, test)
         self.web = reactor.listenTCP(0, site, interface="127.0.0.1")
         test.addCleanup(self.web.stopListening)
         self.url = f"http://127.0.0.1:{self.web.getHost().port}/metrics"

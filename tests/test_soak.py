@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import collections
 import random
+import socket
+import struct
 from typing import Dict, List, Optional
 
 from twisted.application.internet import backoffPolicy
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, protocol, reactor, task
 from twisted.logger import Logger, globalLogPublisher
 from twisted.trial import unittest
 
 from cadvisor_events.cadvisor import CAdvisorClient, Target, parse_target
 from cadvisor_events.counters import EventCounters
+from cadvisor_events.event import Event
 from cadvisor_events.fleet import FleetService
 from cadvisor_events.follower import Follower
 from cadvisor_events.selfmetrics import FleetMetrics
@@ -31,6 +34,7 @@ from cadvisor_events.targets import TargetSpec
 
 from .test_end_to_end import Hosts, wait_for
 from .test_follower import NO_JITTER, FakeClient, event, key, ts
+from .test_hostile import SCRAPE_BUDGET, Healthy, Rig, counted, figures, rss, transport_of, until
 
 log = Logger()
 
@@ -386,3 +390,94 @@ class SoakTests(unittest.TestCase):
         for f in followers.values():  # and the per-host state is back to small
             self.assertIsNone(f._buffer)
             self.assertLessEqual(len(f._mark.ties), 2)
+
+
+def kernel_send_queue(transport) -> int:
+    """Bytes queued in the kernel on a socket, not yet acknowledged by the peer (Linux), else 0."""
+    try:
+        import fcntl
+        import termios
+
+        return struct.unpack("i", fcntl.ioctl(transport.getHandle().fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+    except (ImportError, OSError, AttributeError):
+        return 0
+
+
+class SlowScraper(protocol.Protocol):
+    """A /metrics client that asks and then reads slowly ("slow": one read per tick) or never."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.received = 0
+        self.lost = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.transport.write(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        self.transport.pauseProducing()  # reading stops; the request still goes out
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += len(data)
+        self.transport.pauseProducing()
+
+    def tick(self) -> None:
+        if self.mode == "slow" and self.transport is not None:
+            self.transport.resumeProducing()  # one read (at most 64 KiB), then paused again
+
+    def connectionLost(self, reason) -> None:
+        self.lost.callback(None)
+
+
+class ScraperTests(unittest.TestCase):
+    """Slow scrapers and many concurrent /metrics requests do not hold ingest up."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_twenty_slow_or_silent_scrapers_while_events_flow(self):
+        healthy = Healthy(self)
+        rig = Rig(self)
+        filler = rig.counters.host("127.0.0.2:8080")  # a /metrics body of ~20,000 series (~2 MiB)
+        for i in range(20_000):
+            filler.count(Event(f"/kubepods/burstable/pod{i:08d}/container", "2026-11-24T17:25:55Z", "oom"))
+        rig.follow(healthy.name)
+        yield until(lambda: rig[healthy.name].state == "up", "the healthy stream up")
+        healthy.sim.start_emitting(200)
+        scrapers = [SlowScraper("slow" if i % 2 else "never") for i in range(20)]
+        for scraper in scrapers:  # all twenty connected and asking at once
+            yield protocol.ClientCreator(reactor, lambda s=scraper: s).connectTCP(
+                "127.0.0.1", rig.web.getHost().port)
+
+        def drop_scrapers():
+            for scraper in scrapers:
+                if scraper.transport is not None and scraper.transport.connected:
+                    scraper.transport.abortConnection()
+            return defer.gatherResults([scraper.lost for scraper in scrapers])
+
+        self.addCleanup(drop_scrapers)
+        reading = task.LoopingCall(lambda: [scraper.tick() for scraper in scrapers])
+        reading.start(0.05)
+        self.addCleanup(lambda: reading.running and reading.stop())
+        lags = []
+        for _ in range(40):  # each round: events counted promptly, and a normal scrape answers
+            emitted = reactor.seconds()
+            healthy.sim.emit_random(5)
+            yield until(counted(rig, healthy), "the healthy host counted exactly")
+            lags.append(reactor.seconds() - emitted)
+            yield rig.scrape(parse=False)
+        transports = [t for t in (transport_of(p) for p, _ in rig.web_connections.values()) if t is not None]
+        buffered = sum(len(t.dataBuffer) + t._tempDataLen for t in transports)  # the exporter's memory
+        queued = sum(kernel_send_queue(t) for t in transports)  # the kernel's, per socket bounded
+        slow = [s.received for s in scrapers if s.mode == "slow"]
+        never = [s.received for s in scrapers if s.mode == "never"]
+        healthy.sim.stop_emitting()
+        yield until(counted(rig, healthy), "the healthy host counted exactly")
+        figures(self, max_ingest_lag=max(lags), max_scrape=max(rig.latencies), scrapes=len(rig.latencies),
+                slow_read_bytes=sum(slow), never_read_bytes=sum(never), server_buffered_bytes=buffered,
+                kernel_queued_bytes=queued, body_bytes=len(rig.counters.render()),
+                events=len(healthy.sim.emitted), rss=rss())
+        self.assertLess(max(lags), SCRAPE_BUDGET)
+        self.assertLess(max(rig.latencies), SCRAPE_BUDGET)
+        self.assertEqual(never, [0] * 10)
+        self.assertTrue(all(0 < n for n in slow))
+        self.assertTrue(all(s.transport.connected for s in scrapers))  # still hanging on
