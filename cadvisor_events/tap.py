@@ -9,6 +9,7 @@ pass their own. No logic of its own lives here.
 from __future__ import annotations
 
 import os
+import re
 import resource as rlimit
 from typing import List, Optional
 
@@ -17,11 +18,12 @@ from twisted.application import internet, service, strports
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python import usage
-from twisted.web.server import Site
 
+from .access import parse_allow
+from .auth import AuthFileError, PasswordFileChecker, load_auth_file
 from .cadvisor import CAdvisorClient, TargetError, parse_target
 from .counters import EventCounters
-from .streaming import stream_http_client
+from .streaming import client_tls_policy, stream_http_client
 from .targets import TargetSpec, TargetsWatcher, install_sighup, parse_shard
 
 log = Logger()
@@ -40,6 +42,25 @@ def _positive_float(name: str):
         if number < 0:
             raise ValueError(f"--{name} cannot be negative")
         return number
+
+    return coerce
+
+
+_BYTE_SIZE = re.compile(r"^(\d+)\s*([kmg]?)(i?b)?$")
+_BYTE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def _byte_size(name: str):
+    """Bytes as ``268435456``, ``256MiB``, ``256M``, ``512k`` or ``1GiB`` (units are powers of 1024)."""
+
+    def coerce(value: str) -> int:
+        match = _BYTE_SIZE.match(value.strip().replace("_", "").lower())
+        if not match:
+            raise ValueError(f"--{name} takes a size in bytes such as 268435456 or 256MiB, not {value!r}")
+        size = int(match.group(1)) * _BYTE_UNITS[match.group(2)]
+        if size < 1:
+            raise ValueError(f"--{name} must be at least 1 byte")
+        return size
 
     return coerce
 
@@ -74,6 +95,9 @@ class Options(usage.Options):
         ["no-history-seed", None,
          "On the first connect to a host, do not count the events already in its history "
          "(start its counters at zero)."],
+        ["no-proxy", None, "Do not serve /proxy at all (404 like any unknown path)."],
+        ["insecure-skip-verify", None,
+         "Do not verify the certificates of https targets and /proxy upstreams (logs a warning)."],
     ]
     optParameters = [
         ["targets-file", None, None,
@@ -93,19 +117,31 @@ class Options(usage.Options):
         ["connect-timeout", None, 30.0,
          "Seconds a followed cAdvisor has to accept and send stream headers.",
          _positive_float("connect-timeout")],
+        ["proxy-concurrency", None, 4,
+         "Concurrent /proxy fetches; beyond, 503 with Retry-After: 1.",
+         _positive_int("proxy-concurrency")],
+        ["max-history-bytes", None, "256MiB",
+         "Largest history body accepted from a cAdvisor (/proxy answers 502 beyond; followers retry)."],
+        ["ca-file", None, None,
+         "PEM bundle of CA certificates trusted (instead of the system's) for https targets and "
+         "/proxy upstreams."],
+        ["auth-file", None, None,
+         "File of user:hash lines: HTTP basic auth on every path but /-/healthy "
+         "(make a line with: python -m cadvisor_events.auth USER)."],
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
         self["target"] = []
+        self["proxy-allow"] = []
         self._apply_environment()
 
     def _apply_environment(self) -> None:
         """Defaults from CADVISOR_EVENTS_* variables; the command line still wins."""
         env = os.environ
-        for name in ("listen", "target"):
-            value = env.get(ENV_PREFIX + name.upper())
+        for name in ("listen", "target", "proxy-allow"):
+            value = env.get(ENV_PREFIX + name.upper().replace("-", "_"))
             if value:
                 self._env_repeatable = getattr(self, "_env_repeatable", {})
                 self._env_repeatable[name] = [v.strip() for v in value.split(",") if v.strip()]
@@ -130,6 +166,10 @@ class Options(usage.Options):
         except TargetError as e:
             raise usage.UsageError(f"--target {target!r}: {e}")
 
+    def opt_proxy_allow(self, allowed: str) -> None:
+        """A CIDR, address or exact host name /proxy may fetch from (repeatable) [default: any]."""
+        self["proxy-allow"].append(allowed)
+
     def postOptions(self) -> None:
         env = getattr(self, "_env_repeatable", {})
         if not self["listen"]:
@@ -139,7 +179,10 @@ class Options(usage.Options):
                 self.opt_target(value)
         for name in ("series-ttl", "upstream-timeout", "connect-timeout"):
             self[name] = self._coerce(name, _positive_float(name))
-        self["max-series"] = self._coerce("max-series", _positive_int("max-series"))
+        for name in ("max-series", "proxy-concurrency"):
+            self[name] = self._coerce(name, _positive_int(name))
+        self["max-history-bytes"] = self._coerce("max-history-bytes", _byte_size("max-history-bytes"))
+        self._security_options(env)
         try:
             self["shard"] = parse_shard(str(self["shard"]))
         except ValueError as e:
@@ -151,6 +194,25 @@ class Options(usage.Options):
         if self["targets-file"] and not os.path.exists(self["targets-file"]):
             log.warn("targets file {path} does not exist (yet); waiting for it",
                      path=self["targets-file"])
+
+    def _security_options(self, env) -> None:
+        """Parse --proxy-allow, the TLS options and the auth file (each a UsageError when bad)."""
+        try:
+            self["proxy-allow"] = parse_allow(self["proxy-allow"] or env.get("proxy-allow") or [])
+        except ValueError as e:
+            raise usage.UsageError(str(e))
+        if self["insecure-skip-verify"] and self["ca-file"]:
+            raise usage.UsageError("--insecure-skip-verify verifies nothing: leave out --ca-file, or it")
+        try:
+            self["tls-policy"] = client_tls_policy(self["ca-file"], bool(self["insecure-skip-verify"]))
+        except ValueError as e:
+            raise usage.UsageError(f"--ca-file: {e}")
+        self["auth-users"] = None
+        if self["auth-file"]:
+            try:
+                self["auth-users"] = load_auth_file(self["auth-file"])
+            except AuthFileError as e:
+                raise usage.UsageError(f"--auth-file: {e}")
 
     def _coerce(self, name: str, coerce):
         value = self[name]
@@ -188,9 +250,8 @@ def makeService(config: Options, reactor=None) -> service.MultiService:
         from twisted.internet import reactor
     from .fleet import FleetService
     from .follower import Follower
-    from .proxy import ProxyResource
     from .selfmetrics import FleetMetrics
-    from .web import build_root
+    from .web import build_root, build_site
 
     raise_open_files_limit()
     top = service.MultiService()
@@ -204,7 +265,11 @@ def makeService(config: Options, reactor=None) -> service.MultiService:
     )
     internet.TimerService(60, counters.expire).setServiceParent(top)
 
-    stream_client = CAdvisorClient(reactor, http=stream_http_client(reactor))
+    tls_policy = config["tls-policy"]
+    if config["insecure-skip-verify"]:
+        log.warn("--insecure-skip-verify: certificates of https targets and /proxy upstreams are "
+                 "NOT verified; anyone on the path can read the traffic and credentials")
+    stream_client = CAdvisorClient(reactor, http=stream_http_client(reactor, tls_policy=tls_policy))
     connect_gate = defer.DeferredSemaphore(256)
 
     def make_follower(spec: TargetSpec, first_delay: float) -> service.IService:
@@ -216,6 +281,7 @@ def makeService(config: Options, reactor=None) -> service.MultiService:
             oom_only=bool(config["oom-only"]),
             seed_history=not config["no-history-seed"],
             connect_timeout=config["connect-timeout"],
+            max_history_bytes=config["max-history-bytes"],
             first_delay=first_delay,
             connect_gate=connect_gate,
         )
@@ -240,25 +306,47 @@ def makeService(config: Options, reactor=None) -> service.MultiService:
 
         DemoService(watcher, reactor=reactor).setServiceParent(top)
 
-    proxy = ProxyResource(
-        CAdvisorClient(reactor),
+    proxy = None if config["no-proxy"] else make_proxy(config, reactor, registry, tls_policy)
+    fleet_metrics = FleetMetrics(fleet, counters, watcher if config["targets-file"] else None)
+    root = build_root(
+        registry=registry, counters=counters, fleet_metrics=fleet_metrics, fleet=fleet, proxy=proxy,
+    )
+    checker = PasswordFileChecker(config["auth-users"]) if config["auth-users"] else None
+    site = build_site(root, checker=checker)
+    for description in config["listen"]:
+        strports.service(description, site, reactor=reactor).setServiceParent(top)
+    return top
+
+
+def make_proxy(config: Options, reactor, registry, tls_policy):
+    """``/proxy``: its upstream client, the ``--proxy-allow`` check and its limits."""
+    from .access import ProxyAccess, pinned_http_client, proxy_http_client, resolver
+    from .proxy import ProxyResource
+
+    allow = config["proxy-allow"]
+    if allow.open:
+        log.warn("/proxy is open: it fetches from any host and port this process can reach; "
+                 "restrict it with --proxy-allow or remove it with --no-proxy")
+        access = None
+    else:
+        log.info("/proxy fetches only from: {allowed}", allowed=allow.describe())
+        access = ProxyAccess(
+            allow,
+            resolve=resolver(reactor),
+            pinned_client=lambda addresses: CAdvisorClient(
+                reactor, http=pinned_http_client(reactor, tls_policy, addresses)),
+        )
+    return ProxyResource(
+        CAdvisorClient(reactor, http=proxy_http_client(reactor, tls_policy)),
         default_target=config["proxy-default"],
         oom_only=bool(config["oom-only"]),
         timeout=config["upstream-timeout"],
         clock=reactor,
         registry=registry,
+        access=access,
+        concurrency=config["proxy-concurrency"],
+        max_history_bytes=config["max-history-bytes"],
     )
-    fleet_metrics = FleetMetrics(fleet, counters, watcher if config["targets-file"] else None)
-    site = Site(
-        build_root(
-            registry=registry, counters=counters, fleet_metrics=fleet_metrics, fleet=fleet,
-            proxy=proxy,
-        )
-    )
-    site.displayTracebacks = False
-    for description in config["listen"]:
-        strports.service(description, site, reactor=reactor).setServiceParent(top)
-    return top
 
 
 class WatcherService(service.Service):

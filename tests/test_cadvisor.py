@@ -154,6 +154,7 @@ class ClientTests(unittest.TestCase):
         clock.advance(5)
         failure = self.failureResultOf(d, UpstreamError)
         self.assertEqual(failure.value.reason, "timeout")
+        self.assertNotIn("pw", failure.value.message)
 
     def test_stream_non_200(self):
         stub = StubTreq(Fixed(404, b"not here"))

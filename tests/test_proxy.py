@@ -15,6 +15,7 @@ from twisted.internet.error import DNSLookupError
 from twisted.internet.protocol import Protocol
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import Clock, deferLater
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 from twisted.web import resource, server
 from twisted.web.client import Agent, HTTPConnectionPool
@@ -791,3 +792,29 @@ class LimitTests(unittest.TestCase):
         code, _, body = proxy.request("/proxy/node:1")
         self.assertEqual(code, 502)
         self.assertIn(b"history larger than the limit of 100 bytes (--max-history-bytes)", body)
+
+
+class CredentialTests(unittest.TestCase):
+    """A timed-out or failing upstream named with credentials: neither answer nor log shows them."""
+
+    def test_timeout_and_status_hide_the_password(self):
+        events: list = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        proxy = StubbedProxy(self, upstream=NeverAnswers(), timeout=5.0)
+        d = proxy.front.get("http://exporter.test/proxy/http://user:s3cret@node:1")
+        proxy.flush()
+        proxy.clock.advance(5)
+        proxy.flush()
+        response = self.successResultOf(d)
+        timeout_body = self.successResultOf(proxy.front.content(response))
+        self.assertEqual(response.code, 504)
+        status = StubbedProxy(self, upstream=FakeCAdvisor(b"denied", code=401))
+        code, _, status_body = status.request("/proxy/http://user:s3cret@node:1")
+        self.assertEqual(code, 502)
+        for body in (timeout_body, status_body):
+            self.assertIn(b"http://node:1", body)
+            self.assertNotIn(b"s3cret", body)
+        logged = " ".join(formatEvent(e) + repr(e) for e in events)
+        self.assertIn("/proxy upstream http://node:1 failed", logged)
+        self.assertNotIn("s3cret", logged)

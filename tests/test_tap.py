@@ -1,14 +1,24 @@
 """Tests for cadvisor_events.tap: options, environment variables, the service it makes."""
 
+import json
 import os
 
+from treq.client import HTTPClient
 from twisted.application.service import IService, MultiService
+from twisted.internet import defer, endpoints, protocol, reactor, task
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python import usage
 from twisted.trial import unittest
+from twisted.web import resource, server
+from twisted.web.client import Agent, HTTPConnectionPool
 
-from cadvisor_events import tap
+from cadvisor_events import auth, tap
+from cadvisor_events.auth import hash_password
 from cadvisor_events.cadvisor import parse_target
+from cadvisor_events.streaming import UnverifiedPolicyForHTTPS, client_tls_policy
+
+from .test_tls import self_signed, server_options
 
 
 def parse(*argv, env=None):
@@ -129,3 +139,307 @@ class MakeServiceTests(unittest.TestCase):
             self.assertTrue(IService.providedBy(fleets[0].followers["127.0.0.1:1"]))
         finally:
             service.stopService()
+
+
+def write(test, text: str) -> str:
+    path = test.mktemp()
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+class SecurityOptionsTests(unittest.TestCase):
+    def test_defaults(self):
+        options = parse()
+        self.assertTrue(options["proxy-allow"].open)
+        self.assertFalse(options["no-proxy"])
+        self.assertFalse(options["insecure-skip-verify"])
+        self.assertIsNone(options["ca-file"])
+        self.assertIsNone(options["auth-users"])
+        self.assertEqual(options["proxy-concurrency"], 4)
+        self.assertEqual(options["max-history-bytes"], 256 * 1024 * 1024)
+
+    def test_values(self):
+        directory = self.mktemp()
+        os.makedirs(directory)
+        _, cert = self_signed(directory)
+        line = f"alice:{hash_password('pw', iterations=10_000)}\n"
+        options = parse(
+            "--proxy-allow", "10.0.0.0/8", "--proxy-allow", "cadvisor.local", "--ca-file", cert,
+            "--auth-file", write(self, line), "--proxy-concurrency", "9", "--max-history-bytes", "64MiB",
+            "--no-proxy",
+        )
+        self.assertEqual(options["proxy-allow"].describe(), "10.0.0.0/8, cadvisor.local")
+        self.assertEqual(list(options["auth-users"]), ["alice"])
+        self.assertEqual(options["proxy-concurrency"], 9)
+        self.assertEqual(options["max-history-bytes"], 64 << 20)
+        self.assertTrue(options["no-proxy"])
+        self.assertIsInstance(parse("--insecure-skip-verify")["tls-policy"], UnverifiedPolicyForHTTPS)
+
+    def test_environment(self):
+        line = f"alice:{hash_password('pw', iterations=10_000)}\n"
+        options = parse(env={
+            "CADVISOR_EVENTS_PROXY_ALLOW": "10.0.0.0/8, fd00::/8",
+            "CADVISOR_EVENTS_NO_PROXY": "1",
+            "CADVISOR_EVENTS_INSECURE_SKIP_VERIFY": "true",
+            "CADVISOR_EVENTS_AUTH_FILE": write(self, line),
+            "CADVISOR_EVENTS_PROXY_CONCURRENCY": "2",
+            "CADVISOR_EVENTS_MAX_HISTORY_BYTES": "1GiB",
+        })
+        self.assertEqual(options["proxy-allow"].describe(), "10.0.0.0/8, fd00::/8")
+        self.assertTrue(options["no-proxy"] and options["insecure-skip-verify"])
+        self.assertEqual(list(options["auth-users"]), ["alice"])
+        self.assertEqual((options["proxy-concurrency"], options["max-history-bytes"]), (2, 1 << 30))
+        self.assertEqual(
+            parse("--proxy-allow", "h", env={"CADVISOR_EVENTS_PROXY_ALLOW": "10.0.0.0/8"})["proxy-allow"].describe(),
+            "h",
+        )
+
+    def test_bad_values_are_usage_errors(self):
+        missing = self.mktemp()
+        for argv, words in [
+            (["--proxy-allow", "10.0.0.0/33"], "not a network"),
+            (["--proxy-allow", "*.x"], "wildcards"),
+            (["--ca-file", missing], "cannot read CA file"),
+            (["--ca-file", write(self, "junk")], "no PEM certificate"),
+            (["--ca-file", write(self, "junk"), "--insecure-skip-verify"], "--insecure-skip-verify"),
+            (["--auth-file", missing], "cannot read auth file"),
+            (["--auth-file", write(self, "alice\n")], "expected user:hash"),
+            (["--auth-file", write(self, "alice:$2b$12$" + "a" * 53 + "\n")], "bcrypt"),
+            (["--proxy-concurrency", "0"], "at least 1"),
+            (["--proxy-concurrency", "many"], "whole number"),
+            (["--max-history-bytes", "lots"], "size in bytes"),
+            (["--max-history-bytes", "0"], "at least 1 byte"),
+        ]:
+            self.patch(auth, "bcrypt", None)
+            with self.assertRaises(usage.UsageError, msg=argv) as e:
+                parse(*argv)
+            self.assertIn(words, str(e.exception), argv)
+
+
+class RunningService:
+    """``makeService`` on the real reactor, listening on a loopback port (TLS if asked)."""
+
+    def __init__(self, test: unittest.TestCase, *argv: str, listen: str = "tcp:0:interface=127.0.0.1") -> None:
+        self.events: list = []
+        globalLogPublisher.addObserver(self.events.append)
+        test.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        empty = write(test, "[]")
+        options = parse("--listen", listen, "--targets-file", empty, *argv)
+        self.service = tap.makeService(options, reactor=reactor)
+        self.service.startService()
+        test.addCleanup(self.service.stopService)
+        (listener,) = [s for s in self.service if hasattr(s, "endpoint")]
+        # Read the port without consuming the Deferred's result: stopService needs it.
+        self.port = None
+        listener._waitingForPort.addCallback(self._keep_port)
+
+    def _keep_port(self, port):
+        self.port = port.getHost().port  # a loopback listen happens at once
+        return port
+
+    def log_text(self) -> str:
+        """Every log event so far, formatted, with its fields and any traceback."""
+        parts = []
+        for event in self.events:
+            parts.append(formatEvent(event) or "")
+            parts.append(repr({k: v for k, v in event.items() if k != "log_failure"}))
+            if event.get("log_failure") is not None:
+                parts.append(event["log_failure"].getTraceback())
+        return "\n".join(parts)
+
+
+def plain_http() -> HTTPClient:
+    return HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
+
+
+class ServiceWiringTests(unittest.TestCase):
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def get(self, service, path, http=None, scheme="http", **kwargs):
+        response = yield (http or plain_http()).get(f"{scheme}://127.0.0.1:{service.port}{path}", **kwargs)
+        body = yield response.content()
+        return response.code, body
+
+    @defer.inlineCallbacks
+    def test_open_proxy_warns(self):
+        service = RunningService(self)
+        self.assertIn("/proxy is open", service.log_text())
+        code, body = yield self.get(service, "/proxy/127.0.0.1:1")
+        self.assertEqual(code, 502)
+
+    @defer.inlineCallbacks
+    def test_no_proxy_is_404(self):
+        service = RunningService(self, "--no-proxy")
+        self.assertNotIn("/proxy is open", service.log_text())
+        code, body = yield self.get(service, "/proxy/127.0.0.1:1")
+        self.assertEqual(code, 404)
+
+    @defer.inlineCallbacks
+    def test_allow_list_refuses_before_connecting(self):
+        service = RunningService(self, "--proxy-allow", "10.0.0.0/8")
+        self.assertNotIn("/proxy is open", service.log_text())
+        self.assertIn("/proxy fetches only from: 10.0.0.0/8", service.log_text())
+        code, body = yield self.get(service, "/proxy/http://user:s3cret@127.0.0.1:1")
+        self.assertEqual((code, body), (403, b"/proxy refused: http://127.0.0.1:1 is not allowed: "
+                                              b"127.0.0.1 is outside --proxy-allow\n"))
+        code, body = yield self.get(service, "/metrics")
+        self.assertIn(b'cadvisor_events_proxy_requests_total{code="403"} 1.0', body)
+
+    def test_insecure_skip_verify_warns(self):
+        service = RunningService(self, "--insecure-skip-verify")
+        self.assertIn("NOT verified", service.log_text())
+
+    @defer.inlineCallbacks
+    def test_auth_file(self):
+        line = f"alice:{hash_password('wonderland', iterations=10_000)}\n"
+        service = RunningService(self, "--auth-file", write(self, line))
+        self.assertEqual((yield self.get(service, "/metrics"))[0], 401)
+        self.assertEqual((yield self.get(service, "/-/healthy"))[0], 200)
+        code, body = yield self.get(service, "/metrics", auth=("alice", "wonderland"))
+        self.assertEqual(code, 200)
+        self.assertIn(b"cadvisor_events_targets 0\n", body)
+
+    def test_followers_get_the_history_limit(self):
+        reactor_ = MemoryReactorClock()
+        options = parse("--listen", "tcp:0", "--target", "127.0.0.1:1", "--max-history-bytes", "1MiB")
+        service = tap.makeService(options, reactor=reactor_)
+        service.startService()
+        self.addCleanup(service.stopService)
+        (fleet,) = [s for s in service if hasattr(s, "followers")]
+        self.assertEqual(fleet.followers["127.0.0.1:1"].max_history_bytes, 1 << 20)
+
+    @defer.inlineCallbacks
+    def test_serves_metrics_over_tls(self):
+        directory = self.mktemp()
+        os.makedirs(directory)
+        key, cert = self_signed(directory)
+        service = RunningService(self, listen=f"ssl:0:privateKey={key}:certKey={cert}:interface=127.0.0.1")
+        http = HTTPClient(Agent(reactor, contextFactory=client_tls_policy(ca_file=cert),
+                                pool=HTTPConnectionPool(reactor, persistent=False)))
+        code, body = yield self.get(service, "/metrics", http=http, scheme="https")
+        self.assertEqual(code, 200)
+        self.assertIn(b"cadvisor_events_targets 0\n", body)
+        with self.assertRaises(Exception):  # the same server over plain HTTP: no answer
+            yield self.get(service, "/metrics", http=plain_http())
+
+
+class RawClient(protocol.Protocol):
+    """Sends raw bytes, collects the answer until the server closes (or the test times out)."""
+
+    def __init__(self, request: bytes) -> None:
+        self.request = request
+        self.received = b""
+        self.closed: defer.Deferred = defer.Deferred()
+
+    def connectionMade(self):
+        self.transport.write(self.request)
+
+    def dataReceived(self, data):
+        self.received += data
+        if b"\r\n\r\n" in self.received and not self.received.startswith(b"HTTP/1.1 2"):
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason):
+        self.closed.callback(self.received)
+
+
+class RequestLimitTests(unittest.TestCase):
+    """twisted.web's HTTPChannel bounds request lines and headers (16 KiB); the service survives."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def send(self, port: int, request: bytes) -> bytes:
+        client = RawClient(request)
+        yield endpoints.connectProtocol(
+            endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+        answer = yield client.closed
+        return answer
+
+    @defer.inlineCallbacks
+    def test_oversized_request_line_and_header(self):
+        service = RunningService(self)
+        for request in [
+            b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100 * 1024 + b"\r\n\r\n",
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\n" + b"X-Many: a\r\n" * 1000 + b"\r\n",
+        ]:
+            answer = yield self.send(service.port, request)
+            self.assertTrue(answer == b"" or answer.startswith(b"HTTP/1.1 4"), answer[:100])
+            code, body = yield ServiceWiringTests.get(self, service, "/-/healthy")
+            self.assertEqual((code, body), (200, b"ok\n"))
+
+
+class Answer(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, code: int, body: bytes) -> None:
+        super().__init__()
+        self.code, self.body = code, body
+
+    def render_GET(self, request):
+        request.setResponseCode(self.code)
+        return self.body
+
+
+class CredentialTests(unittest.TestCase):
+    """Credentials in target URLs never reach labels, logs, /targets, the page or /proxy errors."""
+
+    timeout = 30
+    SECRET = "s3cret-pw"
+
+    def listen(self, site, tls=None) -> int:
+        if tls:
+            port = reactor.listenSSL(0, site, tls, interface="127.0.0.1")
+        else:
+            port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return port.getHost().port
+
+    @defer.inlineCallbacks
+    def test_nowhere(self):
+        directory = self.mktemp()
+        os.makedirs(directory)
+        tls_port = self.listen(server.Site(Answer(200, b"[]")), server_options(*self_signed(directory)))
+        status_port = self.listen(server.Site(Answer(500, b"internal error")))
+        dead = reactor.listenTCP(0, server.Site(Answer(200, b"")), interface="127.0.0.1")
+        dead_port = dead.getHost().port
+        yield dead.stopListening()
+        urls = [f"https://user:{self.SECRET}@127.0.0.1:{tls_port}",
+                f"http://user:{self.SECRET}@127.0.0.1:{status_port}",
+                f"http://user:{self.SECRET}@127.0.0.1:{dead_port}"]
+        argv = ["--proxy-allow", "127.0.0.0/8"]
+        for url in urls:
+            argv += ["--target", url]
+        service = RunningService(self, *argv)
+        get = lambda path: ServiceWiringTests.get(self, service, path)  # noqa: E731
+
+        deadline = reactor.seconds() + 20
+        while True:  # a bounded poll for real I/O: every follower has failed once
+            code, body = yield get("/targets")
+            targets = json.loads(body)["targets"]
+            if all(t["last_error"] for t in targets) or reactor.seconds() > deadline:
+                break
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(
+            sorted(t["failures"] and next(iter(t["failures"])) for t in targets), ["refused", "status", "tls"]
+        )
+        seen = [body]
+        for path in ["/", "/metrics"] + [f"/proxy/{url}" for url in urls] + [
+            f"/proxy/http://user:{self.SECRET}@10.0.0.1:1",
+            f"/proxy?url=http://user:{self.SECRET}@127.0.0.1:{status_port}",
+        ]:
+            code, body = yield get(path)
+            seen.append(body)
+        self.assertEqual([len(b) > 0 for b in seen], [True] * len(seen))
+        self.assertIn(b'host="127.0.0.1:%d"' % status_port, seen[2])
+        self.assertIn(b"TLS handshake failed", seen[3])
+        self.assertIn(b"HTTP 500", seen[4])
+        self.assertIn(b"connection refused", seen[5])
+        self.assertIn(b"/proxy refused", seen[6])
+        for body in seen:
+            self.assertNotIn(self.SECRET.encode(), body)
+        self.assertNotIn(self.SECRET, service.log_text())
+        self.assertIn("/proxy upstream", service.log_text())  # the log did see the failures
