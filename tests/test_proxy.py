@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from treq.client import HTTPClient
 from treq.testing import StubTreq
 from twisted.internet import defer, reactor
-from twisted.internet.error import DNSLookupError
+from twisted.internet.error import CannotListenError, DNSLookupError
 from twisted.internet.protocol import Protocol
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import Clock, deferLater
@@ -582,6 +582,19 @@ class RealConnectionTests(unittest.TestCase):
         self.assertEqual(upstream.asked, [(b"127.0.0.1:%d" % upstream_port, ALL_QUERY)])
 
     @defer.inlineCallbacks
+    def test_v6_literal_upstream(self):
+        # treq once failed on the literal (hyperlink's to_uri cannot IDNA-encode "::1").
+        try:
+            port = reactor.listenTCP(0, server.Site(FakeCAdvisor()), interface="::1")
+        except CannotListenError:
+            raise unittest.SkipTest("no IPv6 loopback on this machine")
+        self.addCleanup(port.stopListening)
+        front = self.serve_proxy()
+        for path in [f"/proxy/[::1]:{port.getHost().port}", f"/proxy?url=http://[::1]:{port.getHost().port}"]:
+            code, body = yield self.get(f"http://127.0.0.1:{front}{path}")
+            self.assertEqual((code, body), (200, SMALL_ANSWER), path)
+
+    @defer.inlineCallbacks
     def test_refused_is_502_naming_upstream(self):
         dead = reactor.listenTCP(0, server.Site(FakeCAdvisor()), interface="127.0.0.1")
         dead_port = dead.getHost().port
@@ -818,3 +831,4 @@ class CredentialTests(unittest.TestCase):
         logged = " ".join(formatEvent(e) + repr(e) for e in events)
         self.assertIn("/proxy upstream http://node:1 failed", logged)
         self.assertNotIn("s3cret", logged)
+

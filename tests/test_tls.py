@@ -21,6 +21,7 @@ from twisted.internet import defer, reactor, ssl
 from twisted.trial import unittest
 from twisted.web import resource, server
 
+from cadvisor_events.access import pinned_http_client
 from cadvisor_events.cadvisor import CAdvisorClient, UpstreamError, parse_target
 from cadvisor_events.streaming import client_tls_policy, load_ca_file, stream_http_client
 
@@ -199,3 +200,26 @@ class CAFileTests(unittest.TestCase):
         with self.assertRaises(ValueError) as e:
             load_ca_file(broken)
         self.assertIn("broken certificate", str(e.exception))
+
+
+class PinnedTLSTests(TLSTestCase):
+    """A /proxy fetch pinned to a checked address still verifies the certificate against the name."""
+
+    def pinned(self, url, policy):
+        client = CAdvisorClient(reactor, http=pinned_http_client(reactor, policy, ["127.0.0.1"]))
+        return client.fetch_history(parse_target(url), oom_only=False, timeout=10)
+
+    @defer.inlineCallbacks
+    def test_name_in_the_certificate(self):
+        body = yield self.pinned(f"https://localhost:{self.port}", client_tls_policy(ca_file=self.cert_path))
+        self.assertEqual(body, HISTORY)
+
+    @defer.inlineCallbacks
+    def test_name_not_in_the_certificate(self):
+        try:
+            yield self.pinned(f"https://rebind.invalid:{self.port}", client_tls_policy(ca_file=self.cert_path))
+        except UpstreamError as e:
+            self.assertEqual(e.reason, "tls")
+        else:
+            self.fail("a certificate for localhost was accepted for rebind.invalid")
+        self.assertEqual(self.cadvisor.authorization, [])
