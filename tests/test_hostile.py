@@ -959,3 +959,54 @@ class PropertyTests(unittest.TestCase):
             for response in client.responses:
                 if response.protocol is not None and not response.protocol._ended:
                     response.reset()
+
+
+class ErrorBodyTests(unittest.TestCase):
+    """A non-200 answer whose body never ends: only an excerpt is needed for the error message."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_an_endless_error_body_is_not_buffered_whole(self):
+        clock = task.Clock()  # the header timeout never fires: only the body's size matters here
+        sent = []
+
+        @implementer(IPushProducer)
+        class Endless:
+            def __init__(self, connection):
+                self.transport, self.paused, self.stopped = connection.transport, False, False
+                self.transport.registerProducer(self, True)
+                self.transport.write(head(b"500 Internal Server Error", b"Content-Type: text/html",
+                                          b"Transfer-Encoding: chunked"))
+                self.resumeProducing()
+
+            def pauseProducing(self):
+                self.paused = True
+
+            def stopProducing(self):
+                self.stopped = True
+
+            def resumeProducing(self):
+                self.paused = False
+                while not self.paused and not self.stopped and sum(sent) < 32 * MiB:
+                    sent.append(256 * 1024)
+                    self.transport.write(chunk(b"<p>error</p>" * (256 * 1024 // 12)))
+
+        hostile = RawHost(self, lambda connection, target: Endless(connection), clock)
+        rig = Rig(self, clock=clock, connect_timeout=30.0)
+        start_rss = rss()
+        rig.follow(hostile.name)
+        clock.advance(0)
+        yield until(lambda: sum(sent) >= 32 * MiB or rig[hostile.name].state == "down", "the body sent")
+        connection = hostile.connections[0]
+        yield until(lambda: connection.transport is None or not connection.transport.connected
+                    or (not connection.transport.dataBuffer and not connection.transport._tempDataLen),
+                    "the exporter to have read what was sent")
+        growth = (rss() or 0) - (start_rss or 0)
+        figures(self, body_sent=sum(sent), rss_growth=growth, state=rig[hostile.name].state)
+        self.assertLess(growth, 8 * MiB, "the exporter holds the error body it does not need")
+        self.assertEqual(rig[hostile.name].failures, {"status": 1})
+
+    # cadvisor.py's open_stream reads a non-200 body with treq.content (no size limit) until
+    # the header timeout, although the message needs its first 200 bytes; fix pending there.
+    test_an_endless_error_body_is_not_buffered_whole.todo = "cadvisor.py buffers a whole non-200 body"
