@@ -45,7 +45,7 @@ from zope.interface import implementer
 from cadvisor_events.cadvisor import CAdvisorClient, parse_target
 from cadvisor_events.counters import EventCounters
 from cadvisor_events.dedup import MAX_TIES, parse_history
-from cadvisor_events.event import InvalidEvent, decode_event
+from cadvisor_events.event import InvalidEvent, decode_event, timestamp_ns
 from cadvisor_events.fleet import FleetService
 from cadvisor_events.follower import Follower
 from cadvisor_events.protocol import MAX_LINE
@@ -57,7 +57,7 @@ from cadvisor_events.targets import TargetSpec
 from cadvisor_events.web import build_root
 
 from .test_end_to_end import http_client
-from .test_follower import FakeClient, event as good_event, ts
+from .test_follower import A, B, C, D, E, F, G, FakeClient, FollowerTestCase, event as good_event, ts
 
 log = Logger()
 
@@ -1010,3 +1010,28 @@ class ErrorBodyTests(unittest.TestCase):
     # cadvisor.py's open_stream reads a non-200 body with treq.content (no size limit) until
     # the header timeout, although the message needs its first 200 bytes; fix pending there.
     test_an_endless_error_body_is_not_buffered_whole.todo = "cadvisor.py buffers a whole non-200 body"
+
+
+class FutureTimestampTests(FollowerTestCase):
+    """One event dated far in the future (a hostile host, or a cAdvisor whose clock jumped ahead
+    and back) must not make later breaks lose events silently."""
+
+    def test_a_far_future_event_does_not_poison_later_backfills(self):
+        f = self.make()
+        response = self.up(A)
+        future = good_event("/docker/x", "containerCreation", "2099-01-01T00:00:00Z")
+        response.send(future, B, C)
+        response.cut()
+        self.clock.advance(1)
+        response = self.client.accept()
+        response.send(E)  # during the backfill
+        since = timestamp_ns(self.client.last_start_time)
+        held = [A, B, C, D, E, future]  # D happened during the break
+        self.client.answer_history(*[line for line in held if timestamp_ns(decode_event(line).timestamp) >= since])
+        response.send(F, G)  # just after it
+        self.assertEqual(self.counters.total, 8, f"lost: gaps={f.gaps} dropped={f.duplicates_dropped}")
+
+    # Today the mark jumps to 2099: the next backfill asks history from 2099 (D, emitted during
+    # the break, is never asked for) and drops E, F, G as "older than the mark", for the 30 s
+    # settle window, silently (duplicates_dropped, no gap). Fix pending: see the report.
+    test_a_far_future_event_does_not_poison_later_backfills.todo = "the watermark trusts any timestamp"
