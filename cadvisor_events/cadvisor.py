@@ -35,6 +35,9 @@ log = Logger()
 DEFAULT_PORT = 8080
 EVENTS_PATH = "/api/v1.3/events"
 EXCERPT_BYTES = 200
+#: Of a non-200 body only this much is read (the message quotes its start);
+#: then the connection is dropped: an error body may be huge or endless.
+ERROR_BODY_BYTES = 4096
 
 
 @attrs.frozen
@@ -274,8 +277,15 @@ class CAdvisorClient:
         self._http = http if http is not None else treq
 
     def _get(self, url: str, target: Target) -> defer.Deferred:
-        """GET ``url`` with the target's credentials."""
-        return self._http.get(request_url(url), headers=auth_headers(target), unbuffered=True)
+        """GET ``url`` with the target's credentials; never follows a redirect.
+
+        A redirect is answered like any other non-200 (a ``status`` failure):
+        following one would send the credentials and the request to a host
+        nobody configured or checked.
+        """
+        return self._http.get(
+            request_url(url), headers=auth_headers(target), unbuffered=True, allow_redirects=False
+        )
 
     def fetch_history(
         self,
@@ -307,7 +317,10 @@ class CAdvisorClient:
         except Exception as e:
             raise describe_failure(target, e)
         finished: defer.Deferred = defer.Deferred(lambda d: reader.abort())
-        reader = LimitedBodyReader(finished, max_bytes)
+        if response.code == 200:
+            reader = LimitedBodyReader(finished, max_bytes)
+        else:
+            reader = LimitedBodyReader(finished, ERROR_BODY_BYTES, truncate=True)
         response.deliverBody(reader)
         finished.addTimeout(
             max(deadline - self._reactor.seconds(), 0),
@@ -349,7 +362,9 @@ class CAdvisorClient:
         def check(response):
             if response.code == 200:
                 return response
-            body = treq.content(response)
+            body: defer.Deferred = defer.Deferred(lambda d: reader.abort())
+            reader = LimitedBodyReader(body, ERROR_BODY_BYTES, truncate=True)
+            response.deliverBody(reader)
             body.addTimeout(timeout, self._reactor, onTimeoutCancel=timed_out(target, timeout))
 
             def fail(content):
@@ -376,13 +391,17 @@ class LimitedBodyReader(Protocol):
 
     ``finished`` fires with the body on a clean end (``ResponseDone``, or
     ``PotentialDataLoss`` for a body delimited by connection close, which a Go
-    client accepts too) and fails otherwise. :meth:`abort` (the Deferred's
-    canceller, used by timeouts) stops the transport so nothing leaks.
+    client accepts too) and fails otherwise; beyond ``max_bytes`` it fails
+    with :class:`BodyTooLarge`, or, with ``truncate``, fires with the first
+    ``max_bytes`` (an error body, of which only the start is wanted).
+    :meth:`abort` (the Deferred's canceller, used by timeouts) stops the
+    transport so nothing leaks.
     """
 
-    def __init__(self, finished: defer.Deferred, max_bytes: int) -> None:
+    def __init__(self, finished: defer.Deferred, max_bytes: int, truncate: bool = False) -> None:
         self.finished: Optional[defer.Deferred] = finished
         self.max_bytes = max_bytes
+        self.truncate = truncate
         self.size = 0
         self.chunks: list[bytes] = []
 
@@ -393,7 +412,11 @@ class LimitedBodyReader(Protocol):
         if self.size > self.max_bytes:
             finished, self.finished = self.finished, None
             self.abort()
-            finished.errback(BodyTooLarge())
+            if self.truncate:
+                self.chunks.append(data[: self.max_bytes - (self.size - len(data))])
+                finished.callback(b"".join(self.chunks))
+            else:
+                finished.errback(BodyTooLarge())
             return
         self.chunks.append(data)
 

@@ -7,6 +7,7 @@ from treq.client import HTTPClient
 from twisted.internet import defer, reactor
 from twisted.internet.error import CannotListenError
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 from twisted.web import resource, server
 from twisted.web.client import Agent, HTTPConnectionPool
@@ -14,6 +15,7 @@ from treq.testing import StubTreq
 
 from cadvisor_events.cadvisor import (
     CAdvisorClient,
+    LimitedBodyReader,
     TargetError,
     UpstreamError,
     history_url,
@@ -164,11 +166,71 @@ class ClientTests(unittest.TestCase):
         self.assertEqual(failure.value.reason, "status")
         self.assertIn("404", str(failure.value))
 
+    def test_error_bodies_are_read_only_up_to_an_excerpt(self):
+        big = Fixed(503, b"<p>busy</p>" + b"x" * 1_000_000)
+        stub = StubTreq(big)
+        client = CAdvisorClient(Clock(), http=stub)
+        history = client.fetch_history(self.target, oom_only=False)
+        stream = client.open_stream(self.target, oom_only=False)
+        stub.flush()
+        for d in (history, stream):
+            failure = self.failureResultOf(d, UpstreamError)
+            self.assertEqual(failure.value.reason, "status")
+            self.assertIn("HTTP 503: <p>busy</p>xxx", failure.value.message)
+            self.assertTrue(failure.value.message.endswith("..."))
+            self.assertLess(len(failure.value.message), 400)
+
+    def test_truncating_reader_keeps_the_first_bytes(self):
+        d = defer.Deferred()
+        reader = LimitedBodyReader(d, 10, truncate=True)
+        reader.makeConnection(StringTransport())
+        reader.dataReceived(b"12345678")
+        self.assertNoResult(d)
+        reader.dataReceived(b"abcdef")
+        self.assertEqual(self.successResultOf(d), b"12345678ab")
+        self.assertEqual(reader.transport.producerState, "stopped")
+
     def test_stream_200_gives_response(self):
         stub = StubTreq(Fixed(200, b""))
         d = CAdvisorClient(Clock(), http=stub).open_stream(self.target, oom_only=True)
         stub.flush()
         self.assertEqual(self.successResultOf(d).code, 200)
+
+
+class Redirect(resource.Resource):
+    """302 to another path on the same host, recording every request."""
+
+    isLeaf = True
+
+    def __init__(self):
+        super().__init__()
+        self.paths = []
+
+    def render_GET(self, request):
+        self.paths.append(request.path)
+        request.setResponseCode(302)
+        request.setHeader(b"Location", b"/elsewhere" + request.uri)
+        return b"moved"
+
+
+class RedirectTests(unittest.TestCase):
+    """A 3xx is a ``status`` failure; the redirect is never followed (it could lead anywhere)."""
+
+    def check(self, request):
+        res = Redirect()
+        stub = StubTreq(res)
+        d = request(CAdvisorClient(Clock(), http=stub))
+        stub.flush()
+        failure = self.failureResultOf(d, UpstreamError)
+        self.assertEqual(failure.value.reason, "status")
+        self.assertIn("HTTP 302", failure.value.message)
+        self.assertEqual(res.paths, [b"/api/v1.3/events"])
+
+    def test_history(self):
+        self.check(lambda c: c.fetch_history(parse_target("h:1"), oom_only=False))
+
+    def test_stream(self):
+        self.check(lambda c: c.open_stream(parse_target("h:1"), oom_only=False))
 
 
 class IPv6Tests(unittest.TestCase):

@@ -657,11 +657,6 @@ class BrokenHttpTests(unittest.TestCase):
         self.assertIn("HTTP 302", f.last_error)
         self.assertLessEqual(len(host.accepted), 4)
 
-    # Remove once cadvisor.py asks treq for allow_redirects=False (the access-control change):
-    # until then each attempt follows 20 redirects and fails as "reset" (InfiniteRedirection).
-    test_redirect_is_a_status_failure_and_is_not_followed.todo = (
-        "cadvisor.py still follows redirects (treq's default)")
-
 
 # -- floods ---------------------------------------------------------------------------------
 
@@ -1006,10 +1001,6 @@ class ErrorBodyTests(unittest.TestCase):
         figures(self, body_sent=sum(sent), rss_growth=growth, state=rig[hostile.name].state)
         self.assertLess(growth, 8 * MiB, "the exporter holds the error body it does not need")
         self.assertEqual(rig[hostile.name].failures, {"status": 1})
-
-    # cadvisor.py's open_stream reads a non-200 body with treq.content (no size limit) until
-    # the header timeout, although the message needs its first 200 bytes; fix pending there.
-    test_an_endless_error_body_is_not_buffered_whole.todo = "cadvisor.py buffers a whole non-200 body"
 
 
 class FutureTimestampTests(FollowerTestCase):
