@@ -636,7 +636,8 @@ class BrokenHttpTests(unittest.TestCase):
         self.assertEqual(rig[healthy.name].connects, 1)
         self.assertLess(max(rig.latencies), SCRAPE_BUDGET)
         figures(self, attempts_in_60s=attempts, max_scrape=max(rig.latencies), scrapes=len(rig.latencies),
-                healthy_events=len(healthy.sim.emitted))
+                healthy_events=len(healthy.sim.emitted),
+                last_errors={kind: rig[host.name].last_error for kind, host in hosts.items()})
 
     @defer.inlineCallbacks
     def test_redirect_is_a_status_failure_and_is_not_followed(self):
