@@ -705,7 +705,8 @@ class ControlResource(Resource):
     ``events_per_stream``, ``first_timestamp`` and ``counts`` (``[id,
     event_type, oom_process, count]`` per key, for a stream selecting every
     event). ``GET`` answers its progress (``running``, ``written`` per stream);
-    ``POST /_simulator/burst?stop=1`` stops it.
+    ``POST /_simulator/burst?stop=1`` stops it. ``GET /_simulator/status``
+    answers ``open_streams`` and ``emitted``.
     """
 
     isLeaf = True
@@ -716,6 +717,9 @@ class ControlResource(Resource):
 
     def render(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"application/json")
+        if request.path.rstrip(b"/") == b"/_simulator/status":
+            return json.dumps({"open_streams": self._simulator.open_streams,
+                               "emitted": len(self._simulator.emitted)}).encode()
         if request.path.rstrip(b"/") != b"/_simulator/burst":
             return _plain_error(request, 404, "404 page not found")
         args = {k.decode(): v[0].decode() for k, v in parse_qs(request.uri.partition(b"?")[2]).items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import random
 from typing import Optional
 
@@ -10,7 +11,7 @@ from twisted.internet import defer, task
 from twisted.trial import unittest
 
 from cadvisor_events.cadvisor import parse_target
-from cadvisor_events.fleet import SMALL_BATCH, FleetService
+from cadvisor_events.fleet import GC_THRESHOLDS, SMALL_BATCH, SPREAD_MAX, SPREAD_RATE, FleetService, tune_gc
 from cadvisor_events.targets import TargetSpec, shard_of
 
 
@@ -180,6 +181,33 @@ class FleetTests(unittest.TestCase):
         self.assertEqual(len(delays), 100)
         self.assertTrue(all(0 <= d < 5.0 for d in delays))
         self.assertGreater(max(delays), 0)
+
+    def test_default_spread_is_proportional_to_the_batch(self):
+        fleet = self.fleet(spread_seconds=None)
+        fleet.set_targets(many(2000))
+        delays = [f.first_delay for f in self.made]
+        spread = 2000 / SPREAD_RATE
+        self.assertTrue(all(0 <= d < spread for d in delays))
+        self.assertGreater(max(delays), spread * 0.9)
+        del self.made[:]
+        big = self.fleet(spread_seconds=None)
+        big.set_targets(many(int(SPREAD_RATE * SPREAD_MAX * 2)))
+        delays = [f.first_delay for f in self.made]
+        self.assertTrue(all(0 <= d < SPREAD_MAX for d in delays))
+        self.assertGreater(max(delays), SPREAD_MAX * 0.9)
+
+    def test_gc_thresholds_raised_while_running_then_restored(self):
+        saved = gc.get_threshold()
+        self.addCleanup(gc.set_threshold, *saved)
+        gc.set_threshold(700, 10, 10)
+        fleet = self.fleet(start=False)
+        fleet.startService()
+        self.assertEqual(gc.get_threshold(), GC_THRESHOLDS)
+        self.successResultOf(fleet.stopService())
+        self.assertEqual(gc.get_threshold(), (700, 10, 10))
+        gc.set_threshold(100_000, 10, 10)
+        self.assertEqual(tune_gc(), (100_000, 10, 10))
+        self.assertEqual(gc.get_threshold(), (100_000, 10, 10))  # never lowered
 
     def test_zero_spread_means_no_delay(self):
         fleet = self.fleet(spread_seconds=0)

@@ -865,6 +865,8 @@ class BurstTests(LoopbackMixin, unittest.TestCase):
         yield client.wait_for(lambda data: len(self.dechunk(data)) >= 10)
         response = yield self.client.get(base)
         self.assertEqual(json.loads((yield response.content()))["written"], [10])
+        response = yield self.client.get(base.replace("burst", "status"))
+        self.assertEqual(json.loads((yield response.content())), {"open_streams": 1, "emitted": 0})
         response = yield self.client.post(base + "?events=x")
         self.assertEqual(response.code, 400)
         yield response.content()
