@@ -2,11 +2,11 @@
 
 Three processes on loopback. This one runs 50 simulators (each on its own
 port, ~200 events per second each, every type, realistic names, history
-pre-filled) and the chaos: every 0.2 s one random host has its streams cut
-or ended, or is restarted keeping its history or losing it (then its OOMs
-are replayed from the "kernel log", as cAdvisor does), sometimes a cut
-followed 0.1-0.8 s later by a history-losing restart while the exporter is
-still away. The exporter is the real ``twistd cadvisor-events`` with a
+pre-filled) and the chaos: about nine times a second (so each host every
+5-6 s) a random host has its streams cut or ended, or is restarted keeping
+its history or losing it (then its OOMs are replayed from the "kernel log",
+as cAdvisor does), or is cut and then, 0.1-0.8 s later while the exporter
+is still away, restarted losing its history. The exporter is the real ``twistd cadvisor-events`` with a
 targets file and its default options (backoff 1 s doubling, jittered). A
 third process GETs ``/metrics`` once a second and reports each latency, so
 the figure does not include this process's own load.

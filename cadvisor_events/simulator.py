@@ -263,6 +263,7 @@ class Simulator:
         self.tz_offset_minutes = tz_offset_minutes
         self.event_limit, self.age_limit = event_limit, age_limit
         self.deletion_exit_codes = deletion_exit_codes
+        self.seed = seed
         self.rng = random.Random(seed)
         self.container_pool = container_names(containers, self.rng)
         self.emitted: list[SimulatedEvent] = []
@@ -521,7 +522,9 @@ class Burst:
     counting keys: every event type, realistic and hostile names) with strictly
     increasing timestamps, ``step_ns`` apart, starting after every event emitted
     so far; event ``i`` of a stream uses the ``i``-th template of those its query
-    selects, cyclically. Each stream gets its own writer, a push producer
+    selects, cyclically; the templates depend only on the simulator's seed, so
+    every burst with the same ``keys`` counts into the same series. Each
+    stream gets its own writer, a push producer
     registered with the stream's request: it writes ``batch`` events (one HTTP
     chunk each) at a time while the transport accepts them and pauses when the
     transport's buffer is full, so the simulator's memory stays bounded whatever
@@ -544,8 +547,7 @@ class Burst:
         offset = simulator.tz_offset_minutes
         self.first_ns = max(int(self.clock.seconds() * NS_PER_SECOND), simulator._last_timestamp_ns + 1)
         simulator._last_timestamp_ns = max(simulator._last_timestamp_ns, self.first_ns + events * step_ns)
-        rng = random.Random(simulator.rng.getrandbits(64))
-        names = container_names((keys + 3) // 4, rng)
+        names = container_names((keys + 3) // 4, random.Random(f"burst-{simulator.seed}"))
         processes = COMMON_PROCESS_NAMES + HOSTILE_PROCESS_NAMES
         self.templates: list[SimulatedEvent] = []
         self._parts: list[tuple[bytes, bytes]] = []

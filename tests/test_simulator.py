@@ -811,6 +811,8 @@ class BurstTests(LoopbackMixin, unittest.TestCase):
                          burst.counts(EventQuery.from_args({"oom_kill_events": ["true"], "subcontainers": ["true"]}, "/")))
         self.assertEqual({e["event_type"] for e in kill_events}, {"oomKill"})
         self.assertEqual(len(self.sim.history()), 2)  # bursts are stream-only
+        again = self.sim.start_burst(10, keys=8)
+        self.assertEqual(set(again.counts()) | set(burst.counts()), set(burst.counts()))  # same keys
 
     @defer.inlineCallbacks
     def test_burst_stops_when_the_reader_does_not_read(self):
