@@ -23,7 +23,7 @@ from .event import Event, InvalidEvent, decode_event, decode_history, timestamp_
 
 log = Logger()
 
-__all__ = ["MAX_TIES", "REPLAYED", "add_tie", "Watermark", "Backfill", "merge_backfill", "parse_history", "DedupPaths", "RECENT_TAIL", "event_ns"]
+__all__ = ["MAX_TIES", "MAX_FUTURE", "REPLAYED", "add_tie", "Watermark", "Backfill", "merge_backfill", "parse_history", "DedupPaths", "RECENT_TAIL", "event_ns"]
 
 #: History events kept after a backfill (for the settle window) besides those
 #: overlapping the buffered stream events: the newest ones, which a stream may
@@ -48,7 +48,14 @@ def add_tie(ties: Set, event: Event) -> None:
                  "without de-duplication state", n=MAX_TIES, timestamp=event.timestamp,
                  container=event.container_name)
 
+NS_PER_SECOND = 1_000_000_000
 _NO_MARK = -(1 << 80)
+_NO_LIMIT = 1 << 80
+
+#: Events remembered that were dated too far ahead of this process's clock (see
+#: :meth:`Watermark.too_far_ahead`). Beyond this they are still counted, but a
+#: repeat of one of them after a break would count again; said once in the log.
+MAX_FUTURE = 1024
 
 # "YYYY-MM-DDTHH:MM:SS" + zone -> nanoseconds since the epoch of that whole second.
 _second_ns: dict = {}
@@ -90,11 +97,22 @@ REPLAYED = frozenset(("oom", "oomKill"))
 
 
 class Watermark:
-    """The newest counted timestamp (nanoseconds and original string) and the events counted at it."""
+    """The newest counted timestamp (nanoseconds and original string) and the events counted at it.
 
-    __slots__ = ("ns", "text", "ties", "anchor")
+    With a clock (``now``, Unix seconds) and ``max_skew`` seconds, a timestamp
+    further ahead of that clock than ``max_skew`` does not move the mark: one
+    event dated 2099 (a hostile host, a clock that jumped ahead and back)
+    would otherwise make every later backfill ask history from 2099 and drop
+    every real event as older than the mark. Such an event is counted and
+    remembered among the few in :attr:`future`, so a repeat of it is still
+    recognised.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("ns", "text", "ties", "anchor", "future", "future_counted", "horizon",
+                 "_now", "_skew_ns", "_name")
+
+    def __init__(self, now: Optional[Callable[[], float]] = None, max_skew: float = 0.0,
+                 name: str = "") -> None:
         self.ns = _NO_MARK
         #: The original timestamp string of the mark, or None.
         self.text: Optional[str] = None
@@ -102,6 +120,15 @@ class Watermark:
         self.ties: Set[Event] = set()
         #: The newest event that set the mark and that a restart would not re-add (not an OOM).
         self.anchor: Optional[Event] = None
+        #: Events counted while dated too far ahead (event -> ns), at most MAX_FUTURE.
+        self.future: dict = {}
+        #: How many events were dated too far ahead (all counted).
+        self.future_counted = 0
+        #: Timestamps up to this (ns) are trusted without reading the clock; refreshed from it.
+        self.horizon = _NO_LIMIT if now is None else _NO_MARK
+        self._now = now
+        self._skew_ns = int(max_skew * NS_PER_SECOND)
+        self._name = name
 
     def boundary(self) -> Tuple[Optional[str], Set[Event]]:
         """``start_time`` of the next backfill, and the counted events its answer must hold
@@ -115,12 +142,40 @@ class Watermark:
 
     def seen(self, event: Event, ns: int) -> bool:
         """Whether ``event`` (at ``ns``) is at or before the mark and so already counted."""
-        return ns < self.ns or (ns == self.ns and event in self.ties)
+        return ns < self.ns or (ns == self.ns and event in self.ties) or (bool(self.future) and event in self.future)
+
+    def too_far_ahead(self, ns: int) -> bool:
+        """Whether ``ns`` lies more than ``max_skew`` ahead of the clock (which is read only
+        when ``ns`` passes the cached :attr:`horizon`, about once per ``max_skew``)."""
+        if self._now is None:
+            return False
+        self.horizon = int(self._now() * NS_PER_SECOND) + self._skew_ns
+        return ns > self.horizon
+
+    def remember_future(self, event: Event, ns: int) -> bool:
+        """Record that ``event``, dated too far ahead, is counted without moving the mark;
+        False (nothing recorded) if it was counted already."""
+        future = self.future
+        if event in future:
+            return False
+        self.future_counted += 1
+        if self.future_counted == 1:
+            log.warn("{name}: event dated {timestamp} is over {skew:.0f}s ahead of this clock; "
+                     "counted, but not trusted as the point to resume from (said once)",
+                     name=self._name, timestamp=event.timestamp, skew=self._skew_ns / NS_PER_SECOND)
+        if len(future) >= MAX_FUTURE:
+            for old in [old for old, old_ns in future.items() if old_ns < self.ns]:
+                del future[old]  # the mark has caught up with them: seen() covers them now
+        if len(future) < MAX_FUTURE:
+            future[event] = ns
+        return True
 
     def advance(self, event: Event, ns: int) -> bool:
         """Record that ``event`` is counted; False (and nothing recorded) if an
         identical event was already counted at the mark."""
         if ns > self.ns:
+            if ns > self.horizon and self.too_far_ahead(ns):
+                return self.remember_future(event, ns)
             self.ns = ns
             self.text = event.timestamp
             self.ties.clear()
@@ -135,8 +190,9 @@ class Watermark:
 
     def copy(self) -> "Watermark":
         """A snapshot (the mark at a break, used while catching up)."""
-        other = Watermark()
+        other = Watermark(self._now, self._skew_ns / NS_PER_SECOND, self._name)
         other.ns, other.text, other.ties, other.anchor = self.ns, self.text, set(self.ties), self.anchor
+        other.future, other.horizon = dict(self.future), self.horizon
         return other
 
     @property
@@ -306,6 +362,12 @@ class DedupPaths:
                 return
             self.received += 1
             if ns > mark.ns:
+                if ns > mark.horizon and mark.too_far_ahead(ns):
+                    if mark.remember_future(event, ns):
+                        self._count(event)
+                    else:
+                        self.duplicates_dropped += 1
+                    return
                 mark.ns = ns
                 mark.text = timestamp
                 ties = mark.ties

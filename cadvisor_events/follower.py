@@ -58,13 +58,13 @@ class Follower(DedupPaths, Service):
     :data:`STATES`), ``up``, ``state_since``, ``tried``, ``received``,
     ``invalid_lines``, ``connects``, ``failures`` (reason -> count),
     ``backfilled``, ``duplicates_dropped``, ``gaps``, ``last_event_time``,
-    ``last_error``, ``retries``.
+    ``last_error``, ``retries``, ``future_events``.
     """
 
     __slots__ = (
         "parent", "name", "running",  # IService's attributes, slotted too
         "target", "oom_only", "seed_history", "connect_timeout", "history_timeout",
-        "max_history_bytes", "settle_seconds", "first_delay",
+        "max_history_bytes", "settle_seconds", "first_delay", "max_clock_skew",
         "state", "up", "state_since", "tried", "received", "invalid_lines", "connects",
         "failures", "backfilled", "duplicates_dropped", "gaps", "last_event_time", "last_error", "retries",
         "_client", "_counters", "_count", "_clock", "_backoff", "_gate", "_gate_held", "_gate_wait",
@@ -92,6 +92,7 @@ class Follower(DedupPaths, Service):
         backoff=backoffPolicy(initialDelay=1.0, maxDelay=30.0, factor=2.0),
         first_delay: float = 0.0,
         connect_gate: Optional[defer.DeferredSemaphore] = None,
+        max_clock_skew: Optional[float] = None,
     ) -> None:
         self.parent = None
         self.name = None
@@ -134,7 +135,11 @@ class Follower(DedupPaths, Service):
         self._protocol: Optional[EventStreamProtocol] = None
         self._buffer: Optional[list] = None
         self._buffer_oldest: Optional[int] = None
-        self._mark = Watermark()
+        # With max_clock_skew, an event dated further ahead of our clock is not trusted as the
+        # resume point (see Watermark); None trusts every timestamp.
+        self.max_clock_skew = max_clock_skew
+        self._mark = Watermark(None if max_clock_skew is None else clock.seconds,
+                               max_clock_skew or 0.0, target.name)
         self._floor: Optional[Watermark] = None
         self._recent: Optional[set] = None
         self._settle_call = None
@@ -145,6 +150,11 @@ class Follower(DedupPaths, Service):
 
     def __repr__(self) -> str:
         return f"<Follower {self.target.name} {self.state}>"
+
+    @property
+    def future_events(self) -> int:
+        """Events dated over ``max_clock_skew`` ahead of our clock (counted, not the resume point)."""
+        return self._mark.future_counted
 
     @property
     def backfill_since(self) -> Optional[str]:

@@ -34,6 +34,9 @@ HOST_FAMILIES: List[Tuple[str, str, str, Callable]] = [
     ("gaps", "counter", "Reconnects whose history no longer held the last counted events "
      "(aged out or cAdvisor restarted): events may be lost.",
      lambda f: getattr(f, "gaps", 0)),
+    ("future_events", "counter", "Events dated over --max-clock-skew ahead of this process's clock: "
+     "counted, but not trusted as the point to resume from after a break.",
+     lambda f: getattr(f, "future_events", 0)),
 ]
 
 

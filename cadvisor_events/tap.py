@@ -117,6 +117,10 @@ class Options(usage.Options):
         ["connect-timeout", None, 30.0,
          "Seconds a followed cAdvisor has to accept and send stream headers.",
          _positive_float("connect-timeout")],
+        ["max-clock-skew", None, 300.0,
+         "Seconds an event's timestamp may lie ahead of this host's clock and still be the point "
+         "a backfill resumes from (0 = trust every timestamp).",
+         _positive_float("max-clock-skew")],
         ["proxy-concurrency", None, 4,
          "Concurrent /proxy fetches; beyond, 503 with Retry-After: 1.",
          _positive_int("proxy-concurrency")],
@@ -177,7 +181,7 @@ class Options(usage.Options):
         if not self["target"] and env.get("target"):
             for value in env["target"]:
                 self.opt_target(value)
-        for name in ("series-ttl", "upstream-timeout", "connect-timeout"):
+        for name in ("series-ttl", "upstream-timeout", "connect-timeout", "max-clock-skew"):
             self[name] = self._coerce(name, _positive_float(name))
         for name in ("max-series", "proxy-concurrency"):
             self[name] = self._coerce(name, _positive_int(name))
@@ -284,6 +288,7 @@ def makeService(config: Options, reactor=None) -> service.MultiService:
             max_history_bytes=config["max-history-bytes"],
             first_delay=first_delay,
             connect_gate=connect_gate,
+            max_clock_skew=config["max-clock-skew"] or None,
         )
 
     fleet = FleetService(

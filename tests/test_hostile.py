@@ -1006,13 +1006,23 @@ class ErrorBodyTests(unittest.TestCase):
 
 class FutureTimestampTests(FollowerTestCase):
     """One event dated far in the future (a hostile host, or a cAdvisor whose clock jumped ahead
-    and back) must not make later breaks lose events silently."""
+    and back) must not make later breaks lose events silently (``--max-clock-skew``)."""
+
+    SKEW = 300.0
+
+    def make(self, **kwargs) -> Follower:
+        kwargs.setdefault("max_clock_skew", self.SKEW)
+        f = super().make(**kwargs)
+        # Our clock reads the test events' era: just after A.
+        self.clock.advance(timestamp_ns(decode_event(A).timestamp) / 1e9 + 10)
+        return f
 
     def test_a_far_future_event_does_not_poison_later_backfills(self):
         f = self.make()
         response = self.up(A)
         future = good_event("/docker/x", "containerCreation", "2099-01-01T00:00:00Z")
         response.send(future, B, C)
+        self.assertEqual(f.backfill_since, decode_event(A).timestamp)  # B, C are OOMs: the anchor
         response.cut()
         self.clock.advance(1)
         response = self.client.accept()
@@ -1020,10 +1030,47 @@ class FutureTimestampTests(FollowerTestCase):
         since = timestamp_ns(self.client.last_start_time)
         held = [A, B, C, D, E, future]  # D happened during the break
         self.client.answer_history(*[line for line in held if timestamp_ns(decode_event(line).timestamp) >= since])
-        response.send(F, G)  # just after it
+        response.send(F, G, future)  # just after it, and the future event once more
         self.assertEqual(self.counters.total, 8, f"lost: gaps={f.gaps} dropped={f.duplicates_dropped}")
+        self.assertEqual((f.future_events, f.gaps), (1, 0))
+        self.assertEqual(f.duplicates_dropped, 6)  # A, B, C, future, E from history/buffer; future live
+        self.assertEqual(f.backfill_since, decode_event(E).timestamp)  # F, G are OOMs: the anchor
 
-    # Today the mark jumps to 2099: the next backfill asks history from 2099 (D, emitted during
-    # the break, is never asked for) and drops E, F, G as "older than the mark", for the 30 s
-    # settle window, silently (duplicates_dropped, no gap). Fix pending: see the report.
-    test_a_far_future_event_does_not_poison_later_backfills.todo = "the watermark trusts any timestamp"
+    def test_a_repeat_of_a_future_event_on_the_live_stream_is_dropped(self):
+        f = self.make(settle_seconds=0)
+        response = self.up(A)
+        future = good_event("/docker/x", "oom", "2099-01-01T00:00:00.5Z")
+        response.send(future, future, B)
+        self.assertEqual(self.counters.total, 3)
+        self.assertEqual((f.future_events, f.duplicates_dropped), (1, 1))
+        self.assertEqual(f.backfill_since, decode_event(A).timestamp)
+
+    def test_a_clock_ahead_within_the_skew_is_trusted(self):
+        f = self.make()
+        response = self.up(A)
+        ahead = good_event("/docker/y", "containerCreation",
+                           rfc3339nano(int((self.clock.seconds() + self.SKEW - 1) * 1e9), 0))
+        response.send(ahead)
+        self.assertEqual((f.future_events, f.backfill_since), (0, decode_event(ahead).timestamp))
+
+    def test_future_state_is_bounded(self):
+        from cadvisor_events.dedup import MAX_FUTURE
+        f = self.make(settle_seconds=0)
+        response = self.up(A)
+        floods = [good_event(f"/docker/f{i}", "containerCreation", "2099-01-01T00:00:00Z") for i in range(MAX_FUTURE + 50)]
+        response.send(*floods)
+        self.assertEqual(self.counters.total, 1 + len(floods))  # all counted
+        self.assertEqual(f.future_events, len(floods))
+        self.assertLessEqual(len(f._mark.future), MAX_FUTURE)
+
+    def test_the_self_metric_reports_future_events(self):
+        f = self.make()
+        response = self.up(A)
+        response.send(good_event("/docker/x", "oom", "2099-01-01T00:00:00Z"))
+
+        class OneFleet:
+            followers = {f.target.name: f}
+            targets_total = 1
+
+        text = FleetMetrics(OneFleet(), EventCounters(self.clock)).render()
+        self.assertIn(f'cadvisor_events_future_events_total{{host="{f.target.name}"}} 1\n', text)

@@ -47,6 +47,7 @@ class OptionsTests(unittest.TestCase):
         self.assertEqual(options["shard"], (0, 1))
         self.assertEqual(options["proxy-default"], parse_target("127.0.0.1:9094"))
         self.assertEqual(options["upstream-timeout"], 30.0)
+        self.assertEqual(options["max-clock-skew"], 300.0)
         self.assertFalse(options["oom-only"])
         self.assertFalse(options["demo"])
         self.assertEqual(tap.static_specs(options)[0].target, parse_target("127.0.0.1:8080"))
@@ -64,7 +65,9 @@ class OptionsTests(unittest.TestCase):
         options = parse(
             "--oom-only", "--series-ttl", "0", "--max-series", "5", "--shard", "2/3",
             "--proxy-default", "h", "--upstream-timeout", "1.5", "--no-history-seed",
+            "--max-clock-skew", "0",
         )
+        self.assertEqual(options["max-clock-skew"], 0.0)
         self.assertTrue(options["oom-only"])
         self.assertTrue(options["no-history-seed"])
         self.assertEqual(options["series-ttl"], 0.0)
@@ -89,6 +92,7 @@ class OptionsTests(unittest.TestCase):
             (["--shard", "x"], "shard"),
             (["--proxy-default", "http://"], "proxy-default"),
             (["--upstream-timeout", "x"], "number"),
+            (["--max-clock-skew", "-5"], "negative"),
             (["--bogus"], "bogus"),
         ]:
             with self.assertRaises(usage.UsageError, msg=argv) as e:
@@ -136,9 +140,20 @@ class MakeServiceTests(unittest.TestCase):
             fleets = [s for s in service if hasattr(s, "followers")]
             self.assertEqual(len(fleets), 1)
             self.assertEqual(list(fleets[0].followers), ["127.0.0.1:1"])
-            self.assertTrue(IService.providedBy(fleets[0].followers["127.0.0.1:1"]))
+            follower = fleets[0].followers["127.0.0.1:1"]
+            self.assertTrue(IService.providedBy(follower))
+            self.assertEqual(follower.max_clock_skew, 300.0)
         finally:
             service.stopService()
+
+    def test_max_clock_skew_zero_trusts_every_timestamp(self):
+        options = parse("--listen", "tcp:0:interface=127.0.0.1", "--target", "127.0.0.1:1",
+                        "--max-clock-skew", "0")
+        service = tap.makeService(options, reactor=MemoryReactorClock())
+        service.startService()
+        self.addCleanup(service.stopService)
+        (fleet,) = [s for s in service if hasattr(s, "followers")]
+        self.assertIsNone(fleet.followers["127.0.0.1:1"].max_clock_skew)
 
 
 def write(test, text: str) -> str:
