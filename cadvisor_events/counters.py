@@ -12,7 +12,7 @@ on the hot path: :meth:`HostCounters.count` is called once per event.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Dict, Iterator, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from twisted.logger import Logger
 
@@ -27,21 +27,33 @@ RESERVED_LABELS = frozenset({"host", "id", "event_type", "oom_process"})
 
 
 class Series:
-    """One counter: its value and its pre-rendered ``name{labels} `` prefix."""
+    """One counter: its value and where its exposition line is.
 
-    __slots__ = ("count", "prefix", "host", "key")
+    ``host.lines[index]`` is ``name{labels} value\n`` as of ``rendered`` (the
+    count it shows); its first ``cut`` bytes, the label part, are rendered once.
+    """
 
-    def __init__(self, host: "HostCounters", key: CountingKey, prefix: str) -> None:
+    __slots__ = ("count", "rendered", "cut", "index", "host", "key")
+
+    def __init__(self, host: "HostCounters", key: CountingKey, cut: int, index: int) -> None:
         self.count = 0
-        self.prefix = prefix
+        self.rendered = 0
+        self.cut = cut
+        self.index = index
         self.host = host
         self.key = key
+
+
+def value_bytes(count: int) -> bytes:
+    """A counter value as the Go seed writes it (``format_value``), as bytes."""
+    return b"%d" % count if count < 1_000_000 else format_value(count).encode()
 
 
 class HostCounters:
     """The series of one host; the sink a follower counts accepted events into."""
 
-    __slots__ = ("name", "labels", "series", "deleted", "_store", "_label_prefix", "_clock")
+    __slots__ = ("name", "labels", "series", "deleted", "lines", "dirty", "free", "_store", "_label_prefix",
+                 "_clock")
 
     def __init__(self, store: "EventCounters", name: str, labels: Sequence[Tuple[str, str]]) -> None:
         self.name = name
@@ -49,6 +61,11 @@ class HostCounters:
         self.series: Dict[CountingKey, Series] = {}
         #: container name -> clock seconds of its deletion event (for the TTL).
         self.deleted: Dict[str, float] = {}
+        #: Every series' exposition line (b"" in the slots of forgotten series, listed in ``free``).
+        self.lines: List[bytes] = []
+        #: Series counted since their line was last rendered (each listed once).
+        self.dirty: List[Series] = []
+        self.free: List[int] = []
         self._store = store
         self._clock = store.clock
         pairs = [("host", name), *self.labels]
@@ -66,6 +83,8 @@ class HostCounters:
             series = self._store._add(self, key)
         else:
             self._store._lru.move_to_end(series)
+        if series.count == series.rendered:
+            self.dirty.append(series)
         series.count += 1
         event_type = key[1]
         if event_type == DELETION:
@@ -74,13 +93,42 @@ class HostCounters:
             # ``docker restart`` deletes and re-creates the same cgroup name.
             self.deleted.pop(key[0], None)
 
-    def render_prefix(self, key: CountingKey) -> str:
+    def render_prefix(self, key: CountingKey) -> bytes:
         container_name, event_type, oom_process = key
         return (
             f'{self._label_prefix}event_type="{escape_label_value(event_type)}",'
             f'id="{escape_label_value(container_name)}",'
             f'oom_process="{escape_label_value(oom_process)}"}} '
-        )
+        ).encode()
+
+    def render_lines(self) -> List[bytes]:
+        """This host's exposition lines, the changed ones rendered again first. A scrape of
+        a big fleet so costs only the series counted since the last one, and a copy."""
+        dirty = self.dirty
+        if dirty:
+            lines = self.lines
+            for series in dirty:
+                index = series.index
+                if index >= 0:  # else forgotten meanwhile
+                    count = series.rendered = series.count
+                    lines[index] = lines[index][: series.cut] + value_bytes(count) + b"\n"
+            self.dirty = []
+        return self.lines
+
+    def _place(self, line: bytes) -> int:
+        if self.free:
+            index = self.free.pop()
+            self.lines[index] = line
+            return index
+        self.lines.append(line)
+        return len(self.lines) - 1
+
+    def _forget(self, series: Series) -> None:
+        """Drop ``series`` from this host's lines (its slot is reused)."""
+        del self.series[series.key]
+        self.lines[series.index] = b""
+        self.free.append(series.index)
+        series.index = -1
 
     def values(self) -> Dict[CountingKey, int]:
         """A snapshot ``{key: count}`` (tests, /targets)."""
@@ -139,7 +187,7 @@ class EventCounters:
     def _add(self, host: HostCounters, key: CountingKey) -> Series:
         if len(self._lru) >= self.max_series:
             oldest, _ = self._lru.popitem(last=False)
-            del oldest.host.series[oldest.key]
+            oldest.host._forget(oldest)
             self.evicted["max_series"] += 1
             if self.evicted["max_series"] in (1, 1000) or self.evicted["max_series"] % 100_000 == 0:
                 log.warn(
@@ -148,7 +196,8 @@ class EventCounters:
                     cap=self.max_series,
                     n=self.evicted["max_series"],
                 )
-        series = Series(host, key, host.render_prefix(key))
+        prefix = host.render_prefix(key)
+        series = Series(host, key, len(prefix), host._place(prefix + b"0\n"))
         host.series[key] = series
         self._lru[series] = None
         return series
@@ -169,27 +218,23 @@ class EventCounters:
                 continue
             for name in expired:
                 del counters.deleted[name]
-            for key in [key for key in counters.series if key[0] in expired]:
-                series = counters.series.pop(key)
+            for series in [series for key, series in counters.series.items() if key[0] in expired]:
+                counters._forget(series)
                 del self._lru[series]
                 forgotten += 1
         self.evicted["ttl"] += forgotten
         return forgotten
 
-    def iter_lines(self) -> Iterator[str]:
-        """``name{labels} value`` for every series, grouped by host."""
+    def render_into(self, parts: List[bytes]) -> None:
+        """Append every series line to ``parts`` (to be joined once, with whatever surrounds them)."""
         for counters in self.hosts.values():
-            for series in counters.series.values():
-                count = series.count
-                yield series.prefix + (str(count) if count < 1_000_000 else format_value(count))
+            parts += counters.render_lines()
 
-    def render(self) -> str:
-        """All series lines joined, each ending in a newline ("" when there are none)."""
-        lines = list(self.iter_lines())
-        if not lines:
-            return ""
-        lines.append("")
-        return "\n".join(lines)
+    def render(self) -> bytes:
+        """Every series line, grouped by host, each ending in a newline (b"" when there are none)."""
+        parts: List[bytes] = []
+        self.render_into(parts)
+        return b"".join(parts)
 
     def snapshot(self, host: Optional[str] = None) -> Dict[Tuple[str, str, str, str], int]:
         """``{(host, container, type, oom_process): count}`` (tests and tools)."""

@@ -10,7 +10,7 @@ never render anything else: self-metrics stay with prometheus_client.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence, Tuple
+from typing import Mapping, Sequence, Tuple
 
 EVENTS_METRIC = "cadvisor_container_events_total"
 EVENTS_HELP = "cadvisor events"
@@ -135,11 +135,3 @@ def _render_seed_counts_per_series(counts: Mapping[Tuple[str, str, str], int]) -
     if not lines:
         return b""
     return family_header() + b"".join(lines)
-
-
-def render_family(header: bytes, series: Iterable[str]) -> bytes:
-    """Join pre-rendered ``name{labels} value`` lines under ``header``."""
-    body = "\n".join(series)
-    if not body:
-        return b""
-    return header + (body + "\n").encode()

@@ -15,7 +15,7 @@ def event(container, event_type, process=None, ts="2026-11-24T17:25:55.1Z"):
 
 
 def parse(counters):
-    text = family_header().decode() + counters.render()
+    text = (family_header() + counters.render()).decode()
     return {
         tuple(sorted(s.labels.items())): s.value
         for family in text_string_to_metric_families(text)
@@ -122,7 +122,74 @@ class CountingTests(unittest.TestCase):
         host = self.counters.host("h:1")
         host.count(event("/docker/1", "oom"))
         next(iter(host.series.values())).count = 1_234_567
-        self.assertIn("} 1.234567e+06\n", self.counters.render())
+        self.assertIn(b"} 1.234567e+06\n", self.counters.render())
 
     def test_empty_render(self):
-        self.assertEqual(self.counters.render(), "")
+        self.assertEqual(self.counters.render(), b"")
+
+
+class RenderCacheTests(unittest.TestCase):
+    """/metrics renders from per-host blocks that must follow every change."""
+
+    def setUp(self):
+        self.clock = Clock()
+        self.counters = EventCounters(self.clock, series_ttl=100, max_series=3)
+
+    def test_only_changed_lines_are_rendered_again(self):
+        host = self.counters.host("a:1")
+        host.count(event("/docker/1", "oom"))
+        host.count(event("/docker/2", "oom"))
+        first = self.counters.render()
+        one, two = host.render_lines()
+        self.assertEqual(host.dirty, [])
+        host.count(event("/docker/2", "oom"))
+        host.count(event("/docker/2", "oom"))
+        self.assertEqual(len(host.dirty), 1)  # listed once, however often counted
+        lines = host.render_lines()
+        self.assertIs(lines[0], one)
+        self.assertTrue(lines[1].endswith(b"} 3\n"), lines[1])
+        self.assertEqual(self.counters.render(), first.replace(b"} 1\n", b"} 3\n").replace(
+            b'id="/docker/1",oom_process=""} 3', b'id="/docker/1",oom_process=""} 1'))
+
+    def test_a_forgotten_series_slot_is_reused(self):
+        host = self.counters.host("a:1")
+        host.count(event("/docker/1", "containerDeletion"))
+        host.count(event("/docker/2", "oom"))
+        self.clock.advance(101)
+        self.counters.expire()
+        host.count(event("/docker/3", "oom"))
+        self.assertEqual(len(host.lines), 2)
+        self.assertEqual(self.counters.render().count(b"\n"), 2)
+
+    def test_counts_added_after_a_render_show_in_the_next(self):
+        a, b = self.counters.host("a:1"), self.counters.host("b:1")
+        a.count(event("/docker/1", "oom"))
+        b.count(event("/docker/2", "oom"))
+        self.counters.render()
+        a.count(event("/docker/1", "oom"))
+        a.count(event("/docker/3", "oomKill", "java"))
+        self.assertEqual(parse(self.counters), {
+            (("event_type", "oom"), ("host", "a:1"), ("id", "/docker/1"), ("oom_process", "")): 2,
+            (("event_type", "oomKill"), ("host", "a:1"), ("id", "/docker/3"), ("oom_process", "java")): 1,
+            (("event_type", "oom"), ("host", "b:1"), ("id", "/docker/2"), ("oom_process", "")): 1,
+        })
+
+    def test_expired_and_evicted_series_leave_the_rendering(self):
+        host = self.counters.host("a:1")
+        host.count(event("/docker/1", "containerDeletion"))
+        host.count(event("/docker/2", "oom"))
+        self.assertIn(b'id="/docker/1"', self.counters.render())
+        self.clock.advance(101)
+        self.counters.expire()
+        self.assertNotIn(b'id="/docker/1"', self.counters.render())
+        for n in (3, 4, 5):  # the cap is 3: /docker/2 is the least recently updated
+            host.count(event(f"/docker/{n}", "oom"))
+        text = self.counters.render()
+        self.assertNotIn(b'id="/docker/2"', text)
+        self.assertEqual(text.count(b"\n"), 3)
+
+    def test_a_removed_host_leaves_the_rendering(self):
+        self.counters.host("a:1").count(event("/docker/1", "oom"))
+        self.counters.render()
+        self.counters.remove_host("a:1")
+        self.assertEqual(self.counters.render(), b"")

@@ -942,7 +942,7 @@ class PropertyTests(unittest.TestCase):
             self.assertLessEqual(sum(counters.hosts["hostile:8080"].values().values()), f.received)
             self.assertLessEqual(len(f._mark.ties), MAX_TIES + 1)
             # Whatever was counted renders as valid exposition that parses back to the same counts.
-            text = counters.render() + FleetMetrics(fleet, counters).render()
+            text = counters.render().decode() + FleetMetrics(fleet, counters).render()
             parsed = {}
             for family in text_string_to_metric_families("# TYPE cadvisor_container_events_total counter\n" + text):
                 if family.name == "cadvisor_container_events":

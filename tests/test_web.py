@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_families
 from treq.client import HTTPClient
 from treq.testing import StubTreq
-from twisted.internet import defer, reactor
+from twisted.internet import abstract, defer, reactor
 from twisted.internet.task import Clock, deferLater
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
@@ -20,7 +20,7 @@ from cadvisor_events.cadvisor import parse_target
 from cadvisor_events.counters import EventCounters
 from cadvisor_events.event import Event, EventData, OomKill
 from cadvisor_events.selfmetrics import FleetMetrics
-from cadvisor_events.web import build_root, build_site, redact_uri
+from cadvisor_events.web import SCRAPE_SEND_LIMIT, build_root, build_site, offer_large_writes, redact_uri
 
 
 class FakeFollower:
@@ -185,6 +185,42 @@ class WebTests(WebFixture):
 
     def test_proxy_is_mounted(self):
         self.assertEqual(self.get("/proxy/a:1")[1], b"proxy here")
+
+
+class LargeWritesTests(WebFixture):
+    """A /metrics connection offers the kernel megabytes per write: with Twisted's 128 KiB
+    per reactor iteration, a scrape starves while ingest keeps the reactor busy."""
+
+    def test_the_innermost_transport_is_raised_through_wrappers(self):
+        tcp = abstract.FileDescriptor(reactor)
+
+        class Wrapper:  # as TLSMemoryBIOProtocol wraps the TCP connection
+            transport = tcp
+
+        class Channel:
+            transport = Wrapper()
+
+        offer_large_writes(Channel())
+        self.assertEqual(tcp.SEND_LIMIT, SCRAPE_SEND_LIMIT)
+        self.assertEqual(abstract.FileDescriptor.SEND_LIMIT, 128 * 1024)  # only that connection
+        offer_large_writes(object())  # no transport at all: nothing to do, no error
+
+    @defer.inlineCallbacks
+    def test_a_metrics_connection_over_loopback(self):
+        site = build_site(self.root)
+        channels = []
+        build = site.buildProtocol
+        site.buildProtocol = lambda addr: channels.append(build(addr)) or channels[-1]
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
+        base = f"http://127.0.0.1:{port.getHost().port}"
+        for path in ("/targets", "/metrics"):
+            response = yield http.get(base + path)
+            yield response.content()
+        targets, metrics = (channel._channel for channel in channels)  # the HTTP/1.1 channels
+        self.assertEqual(targets.transport.SEND_LIMIT, 128 * 1024)
+        self.assertEqual(metrics.transport.SEND_LIMIT, SCRAPE_SEND_LIMIT)
 
 
 class PromtoolTests(WebFixture):
