@@ -28,6 +28,7 @@ from twisted.web.client import ResponseDone, ResponseFailed
 from .cadvisor import CAdvisorClient, Target, UpstreamError, describe_failure, timed_out
 from .dedup import DedupPaths, Watermark, event_ns, merge_backfill, parse_history
 from .event import InvalidEvent
+from .gate import ConnectGate
 from .protocol import EventStreamProtocol
 
 __all__ = ["Follower", "parse_history", "MAX_BUFFERED"]
@@ -91,7 +92,7 @@ class Follower(DedupPaths, Service):
         settle_seconds: float = 30.0,
         backoff=backoffPolicy(initialDelay=1.0, maxDelay=30.0, factor=2.0),
         first_delay: float = 0.0,
-        connect_gate: Optional[defer.DeferredSemaphore] = None,
+        connect_gate: Optional[ConnectGate] = None,
         max_clock_skew: Optional[float] = None,
     ) -> None:
         self.parent = None
@@ -193,19 +194,23 @@ class Follower(DedupPaths, Service):
         self._attempt += 1
         attempt = self._attempt
         self._set_state("connecting")
-        if self._gate is None:
-            self._open(attempt)
-            return
-        wait = self._gate_wait = self._gate.acquire()
-        wait.addCallbacks(self._gate_acquired, _ignore, callbackArgs=(attempt,))
+        self._through_gate(attempt, True, self._open)
 
-    def _gate_acquired(self, _, attempt: int) -> None:
+    def _through_gate(self, attempt: int, stream: bool, then, *args) -> None:
+        """Call ``then(attempt, *args)`` holding a slot of the connect gate (if any)."""
+        if self._gate is None:
+            then(attempt, *args)
+            return
+        wait = self._gate_wait = self._gate.acquire(stream)
+        wait.addCallbacks(self._gate_acquired, _ignore, callbackArgs=(attempt, then, args))
+
+    def _gate_acquired(self, _, attempt: int, then, args) -> None:
         self._gate_wait = None
         self._gate_held = True
         if attempt != self._attempt:
             self._release_gate()
             return
-        self._open(attempt)
+        then(attempt, *args)
 
     def _release_gate(self) -> None:
         if self._gate_held:
@@ -253,7 +258,8 @@ class Follower(DedupPaths, Service):
             self._set_state("backfilling")
             response.deliverBody(protocol)
             if attempt == self._attempt:
-                self._fetch_history(attempt, start_time)
+                # After every waiting stream: this one buffers meanwhile, loses nothing.
+                self._through_gate(attempt, False, self._fetch_history, start_time)
         else:
             # Not seeding: count from now on; a later backfill starts here.
             self._synced = True
@@ -281,6 +287,7 @@ class Follower(DedupPaths, Service):
     def _history_failed(self, failure: Failure, attempt: int) -> None:
         if attempt == self._attempt:
             self._pending = None
+            self._release_gate()
             error = describe_failure(self.target, failure)
             self._fail(attempt, UpstreamError("history", f"backfill failed: {error.message}"))
 
@@ -288,6 +295,7 @@ class Follower(DedupPaths, Service):
         if attempt != self._attempt:
             return
         self._pending = None
+        self._release_gate()
         try:
             history, invalid = parse_history(body)
         except InvalidEvent as e:

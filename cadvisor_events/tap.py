@@ -23,6 +23,7 @@ from .access import parse_allow
 from .auth import AuthFileError, PasswordFileChecker, load_auth_file
 from .cadvisor import CAdvisorClient, TargetError, parse_target
 from .counters import EventCounters
+from .gate import ConnectGate
 from .streaming import client_tls_policy, stream_http_client
 from .targets import TargetSpec, TargetsWatcher, install_sighup, parse_shard
 
@@ -31,6 +32,8 @@ log = Logger()
 DEFAULT_LISTEN = "tcp:8888"
 DEFAULT_TARGET = "127.0.0.1:8080"
 ENV_PREFIX = "CADVISOR_EVENTS_"
+#: cAdvisor requests (streams, histories) being set up at once, fleet-wide.
+CONNECTS_IN_FLIGHT = 256
 
 
 def _positive_float(name: str):
@@ -274,7 +277,7 @@ def makeService(config: Options, reactor=None) -> service.MultiService:
         log.warn("--insecure-skip-verify: certificates of https targets and /proxy upstreams are "
                  "NOT verified; anyone on the path can read the traffic and credentials")
     stream_client = CAdvisorClient(reactor, http=stream_http_client(reactor, tls_policy=tls_policy))
-    connect_gate = defer.DeferredSemaphore(256)
+    connect_gate = ConnectGate(CONNECTS_IN_FLIGHT)
 
     def make_follower(spec: TargetSpec, first_delay: float) -> service.IService:
         return Follower(

@@ -24,6 +24,7 @@ from twisted.web.http import PotentialDataLoss
 from cadvisor_events.cadvisor import Target, UpstreamError
 from cadvisor_events.dedup import RECENT_TAIL, Watermark, event_ns, merge_backfill, parse_history
 from cadvisor_events.event import Event, InvalidEvent, decode_event, timestamp_ns
+from cadvisor_events.gate import ConnectGate
 from cadvisor_events.follower import Follower
 
 TARGET = Target("cadvisor.example", 8080)
@@ -524,38 +525,67 @@ class FailureTests(FollowerTestCase):
 
 
 class GateTests(FollowerTestCase):
-    def test_gate_bounds_attempts_in_flight(self):
-        gate = defer.DeferredSemaphore(1)
+    def followers(self, n, gate):
         clock = task.Clock()
-        clients = [FakeClient(), FakeClient()]
+        clients = [FakeClient() for _ in range(n)]
         followers = [Follower(Target(f"h{i}", 1), client=c, counters=Counters(), clock=clock,
                               connect_gate=gate, backoff=NO_JITTER) for i, c in enumerate(clients)]
         for f in followers:
             f.startService()
         clock.advance(0)
+        return clock, clients, followers
+
+    def test_gate_bounds_attempts_in_flight(self):
+        gate = ConnectGate(1)
+        clock, clients, followers = self.followers(2, gate)
         self.assertEqual([len(c.streams) for c in clients], [1, 0])
         clients[0].streams[-1].errback(ConnectionRefusedError())  # failure releases
         self.assertEqual([len(c.streams) for c in clients], [1, 1])
         clock.advance(1)
         self.assertEqual([len(c.streams) for c in clients], [1, 1])  # h0 waits for h1's headers
-        clients[1].accept()  # headers release
+        clients[1].accept()  # headers release; h0's stream goes before h1's history
         self.assertEqual([len(c.streams) for c in clients], [2, 1])
-        self.assertEqual(gate.tokens, 0)
+        self.assertEqual([len(c.histories) for c in clients], [0, 0])
+        self.assertEqual((gate.held, followers[1].state), (1, "backfilling"))
         stops = [f.stopService() for f in followers]
         clients[1].responses[-1].reset()
-        self.assertEqual(gate.tokens, 1)
+        self.assertEqual(gate.held, 0)
         self.assertTrue(all(d.called for d in stops))
         self.assertEqual(clock.getDelayedCalls(), [])
 
+    def test_streams_go_before_histories_and_a_history_holds_its_slot(self):
+        gate = ConnectGate(1)
+        clock, clients, followers = self.followers(3, gate)
+        clients[0].accept()
+        self.assertEqual([len(c.streams) for c in clients], [1, 1, 0])  # h1's stream, not h0's history
+        clients[1].accept()
+        clients[2].accept()  # every stream is open now: the histories, in order
+        self.assertEqual([len(c.histories) for c in clients], [1, 0, 0])
+        live = clients[0].responses[-1]
+        live.send(event("/docker/a", "oom", ts(9)))  # buffered while waiting: nothing lost
+        clients[0].answer_history(A)
+        self.assertEqual([len(c.histories) for c in clients], [1, 1, 0])
+        self.assertEqual((followers[0].state, followers[0]._counters.total), ("up", 2))
+        clients[1].histories[-1][1].errback(ConnectionRefusedError())  # a failed history releases too
+        self.assertEqual([len(c.histories) for c in clients], [1, 1, 1])
+        clients[2].answer_history()
+        self.assertEqual((gate.held, gate.waiting), (0, 0))
+        for f in followers:
+            f.stopService()
+        for c in clients:
+            for response in c.responses:
+                if response.protocol is not None and not response.protocol._ended:
+                    response.reset()
+
     def test_stop_while_waiting_for_the_gate(self):
-        gate = defer.DeferredSemaphore(1)
+        gate = ConnectGate(1)
         gate.acquire()
         f = self.make(connect_gate=gate)
         self.clock.advance(0)
         self.assertEqual(self.client.streams, [])
         f.stopService()
         gate.release()
-        self.assertEqual((gate.tokens, self.client.streams), (1, []))
+        self.assertEqual((gate.held, self.client.streams), (0, []))
 
 
 class StopTests(FollowerTestCase):
