@@ -28,8 +28,9 @@ setup(
         "attrs>=22.2",
     ],
     extras_require={
-        "test": ["hypothesis>=6.0", "PyYAML>=5.1"],
+        "test": ["hypothesis>=6.0", "PyYAML>=5.1", "bcrypt>=4.0"],
         "yaml": ["PyYAML>=5.1"],
+        "bcrypt": ["bcrypt>=4.0"],
         "bench": ["psutil>=5.9"],
     },
     classifiers=[
