@@ -1,5 +1,6 @@
 """Tests for cadvisor_events.web and selfmetrics: the resource tree as a client sees it."""
 
+import gzip
 import json
 import shutil
 import subprocess
@@ -13,14 +14,21 @@ from twisted.internet import abstract, defer, reactor
 from twisted.internet.task import Clock, deferLater
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, HTTPConnectionPool, readBody
+from twisted.web.http_headers import Headers
+from twisted.web.test.requesthelper import DummyRequest
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 
 from cadvisor_events.cadvisor import parse_target
 from cadvisor_events.counters import EventCounters
 from cadvisor_events.event import Event, EventData, OomKill
 from cadvisor_events.selfmetrics import FleetMetrics
-from cadvisor_events.web import SCRAPE_SEND_LIMIT, build_root, build_site, offer_large_writes, redact_uri
+from cadvisor_events.web import (
+    GZIP_INLINE_LIMIT, SCRAPE_SEND_LIMIT, MetricsResource, accepts_gzip, build_root, build_site,
+    offer_large_writes, redact_uri,
+)
 
 
 class FakeFollower:
@@ -221,6 +229,108 @@ class LargeWritesTests(WebFixture):
         targets, metrics = (channel._channel for channel in channels)  # the HTTP/1.1 channels
         self.assertEqual(targets.transport.SEND_LIMIT, 128 * 1024)
         self.assertEqual(metrics.transport.SEND_LIMIT, SCRAPE_SEND_LIMIT)
+
+
+def event_lines(body: bytes) -> list:
+    return [line for line in body.split(b"\n") if line.startswith(b"cadvisor_container_events_total{")]
+
+
+class GzipTests(WebFixture):
+    """/metrics is gzipped when the scraper accepts it (Prometheus sends Accept-Encoding: gzip)."""
+
+    def fill(self, series: int) -> None:
+        host = self.counters.host("big:1")
+        for i in range(series):
+            host.count(Event(container_name=f"/kubepods/burstable/pod{i:06d}/{'c' * 64}",
+                             timestamp="2026-11-24T17:25:55Z", event_type="oom", event_data=EventData()))
+
+    def test_accept_encoding_parsing(self):
+        for header, accepted in [
+            (None, False), (b"", False), (b"gzip", True), (b"GZIP", True), (b"deflate, gzip;q=0.5", True),
+            (b"gzip;q=0", False), (b"gzip; q=0.0, *", False), (b"*", True), (b"*;q=0", False),
+            (b"identity", False), (b"br, x-gzip", True), (b"gzip;q=bogus", False),
+        ]:
+            self.assertEqual(accepts_gzip(header), accepted, header)
+
+    def resource_with(self, compress=None):
+        return MetricsResource(self.registry, self.counters, FleetMetrics(self.fleet, self.counters),
+                               compress_in_thread=compress)
+
+    def render(self, accept_encoding=b"gzip", method=b"GET", compress=None):
+        """Render /metrics for a request with ``accept_encoding``: (result, request)."""
+        request = DummyRequest([b""])
+        request.method = method
+        request.channel = None
+        if accept_encoding is not None:
+            request.requestHeaders.setRawHeaders(b"accept-encoding", [accept_encoding])
+        return self.resource_with(compress).render(request), request
+
+    def header(self, request, name):
+        return request.responseHeaders.getRawHeaders(name)
+
+    def test_small_body_is_gzipped_at_once(self):
+        plain, plain_request = self.render(None)
+        body, request = self.render()
+        self.assertEqual(self.header(request, b"content-encoding"), [b"gzip"])
+        self.assertEqual(self.header(request, b"vary"), [b"Accept-Encoding"])
+        self.assertEqual(self.header(request, b"content-length"), [b"%d" % len(body)])
+        self.assertEqual(self.header(plain_request, b"content-encoding"), None)
+        self.assertEqual(self.header(plain_request, b"vary"), [b"Accept-Encoding"])
+        self.assertEqual(event_lines(gzip.decompress(body)), event_lines(plain))
+        refused, request = self.render(b"gzip;q=0")
+        self.assertEqual((event_lines(refused), self.header(request, b"content-encoding")),
+                         (event_lines(plain), None))
+
+    def test_head_is_answered_at_once_with_the_identity_headers(self):
+        self.fill(3000)
+        body, request = self.render(method=b"HEAD", compress=lambda body: self.fail("compressed a HEAD"))
+        self.assertIsInstance(body, bytes)
+        self.assertEqual(self.header(request, b"content-encoding"), None)
+        self.assertEqual(self.header(request, b"content-length"), [b"%d" % len(body)])
+        response, empty = self.get("/metrics", method="HEAD", headers={"Accept-Encoding": "gzip"})
+        self.assertEqual((response.code, empty), (200, b""))
+
+    def test_large_body_is_compressed_off_the_reactor_thread_then_sent(self):
+        self.fill(3000)
+        pending = []
+        result, request = self.render(compress=lambda body: pending.append((body, defer.Deferred())) or pending[-1][1])
+        self.assertEqual((result, request.written), (NOT_DONE_YET, []))  # nothing sent while compressing
+        ((body, compressing),) = pending
+        self.assertGreater(len(body), GZIP_INLINE_LIMIT)
+        compressing.callback(gzip.compress(body))
+        self.assertEqual(request.finished, 1)
+        self.assertEqual(self.header(request, b"content-encoding"), [b"gzip"])
+        self.assertEqual(gzip.decompress(b"".join(request.written)), body)
+
+    def test_a_failed_compression_is_a_plain_500(self):
+        self.fill(3000)
+        _, request = self.render(compress=lambda body: defer.fail(MemoryError()))
+        self.assertEqual((request.responseCode, request.finished), (500, 1))
+        self.assertIn(b"compressing /metrics failed", b"".join(request.written))
+        self.assertEqual(len(self.flushLoggedErrors(MemoryError)), 1)
+
+    def test_a_scraper_that_leaves_cancels_the_answer(self):
+        self.fill(3000)
+        compressing = defer.Deferred()
+        result, request = self.render(compress=lambda body: compressing)
+        self.assertEqual(result, NOT_DONE_YET)
+        request.processingFailed(Failure(Exception("scraper left")))
+        self.assertTrue(compressing.called)  # cancelled: the thread's result will be dropped
+        self.assertEqual((request.written, self.flushLoggedErrors()), ([], []))
+
+    @defer.inlineCallbacks
+    def test_the_thread_pool_over_loopback(self):
+        self.fill(3000)
+        port = reactor.listenTCP(0, build_site(self.root), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False))  # no decoding
+        url = f"http://127.0.0.1:{port.getHost().port}/metrics".encode()
+        response = yield agent.request(b"GET", url, Headers({b"Accept-Encoding": [b"gzip"]}))
+        self.assertEqual(response.headers.getRawHeaders(b"content-encoding"), [b"gzip"])
+        body = gzip.decompress((yield readBody(response)))
+        plain = yield readBody((yield agent.request(b"GET", url)))
+        self.assertEqual(event_lines(body), event_lines(plain))
+        self.assertEqual(len(event_lines(body)), 3001)
 
 
 class PromtoolTests(WebFixture):
