@@ -59,6 +59,22 @@ def write_targets(path: str, targets: list[str]) -> None:
         json.dump([{"targets": targets, "labels": {"bench": "fanin"}}] if targets else [], f)
 
 
+def simulated_fleet(workdir: str, hosts: int, backlog: int, name: str = "fleet.json"):
+    """One simulator process (``--control``) on 0.0.0.0 and a targets file naming it as ``hosts``
+    hosts on distinct loopback addresses: ``(simulator process, its URL, the file's path)``."""
+    sim_port = c.free_port("0.0.0.0")
+    simulator = c.start_simulator(workdir, [f"tcp:port={sim_port}:interface=0.0.0.0:backlog={backlog}"])
+    sim = f"http://127.0.0.1:{sim_port}"
+    try:
+        c.wait_for("the simulator", lambda: c.http(sim + "/healthz", timeout=2)[0] == 200, 30, [simulator])
+    except BaseException:
+        simulator.stop()
+        raise
+    path = os.path.join(workdir, name)
+    write_targets(path, [f"{address}:{sim_port}" for address in addresses(hosts)])
+    return simulator, sim, path
+
+
 def target_up_sum(port: int) -> float:
     status, body = c.http(f"http://127.0.0.1:{port}/metrics", timeout=60)
     if status != 200:
@@ -85,15 +101,10 @@ def baseline(args, workdir: str) -> tuple[int, float]:
 
 
 def one_run(args, workdir: str, run: int, rss_base: int) -> dict:
-    sim_port = c.free_port("0.0.0.0")
     exporter_port = c.free_port()
-    simulator = c.start_simulator(workdir, [f"tcp:port={sim_port}:interface=0.0.0.0:backlog=4096"])
+    simulator, sim, path = simulated_fleet(workdir, args.hosts, 4096, f"fleet-{run}.json")
     processes = [simulator]
     try:
-        sim = f"http://127.0.0.1:{sim_port}"
-        c.wait_for("the simulator", lambda: c.http(sim + "/healthz", timeout=2)[0] == 200, 30, processes)
-        path = os.path.join(workdir, f"fleet-{run}.json")
-        write_targets(path, [f"{address}:{sim_port}" for address in addresses(args.hosts)])
         started = time.monotonic()
         exporter = c.start_exporter(workdir, exporter_port, "--targets-file", path, *args.exporter_arg)
         processes.append(exporter)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
 import os
 import socket
 import sys
@@ -38,7 +37,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _common as c  # noqa: E402
-from fanin import addresses, write_targets  # noqa: E402
+from fanin import simulated_fleet  # noqa: E402
 
 BUDGET_MS = 200.0
 
@@ -106,15 +105,10 @@ def main() -> int:
     c.raise_nofile()
     total = args.hosts * args.series
     with c.Workdir(args.keep) as workdir:
-        sim_port = c.free_port("0.0.0.0")
         exporter_port = c.free_port()
-        simulator = c.start_simulator(workdir, [f"tcp:port={sim_port}:interface=0.0.0.0:backlog=1024"])
+        simulator, sim, path = simulated_fleet(workdir, args.hosts, 1024)
         processes = [simulator]
         try:
-            sim = f"http://127.0.0.1:{sim_port}"
-            c.wait_for("the simulator", lambda: c.http(sim + "/healthz", timeout=2)[0] == 200, 30, processes)
-            path = os.path.join(workdir, "fleet.json")
-            write_targets(path, [f"{address}:{sim_port}" for address in addresses(args.hosts)])
             exporter = c.start_exporter(workdir, exporter_port, "--targets-file", path)
             processes.append(exporter)
             c.wait_for("every stream up",

@@ -6,7 +6,6 @@ from hypothesis import given, strategies as st
 from twisted.trial import unittest
 
 from cadvisor_events.event import (
-    Event,
     InvalidEvent,
     count_events,
     decode_event,

@@ -222,7 +222,7 @@ class FirstConnectTests(FollowerTestCase):
         self.assertEqual(self.counters.total, 2)
 
     def test_no_seed_break_before_any_event_backfills_from_first_connect(self):
-        f = self.make(seed_history=False)
+        self.make(seed_history=False)
         self.clock.advance(1000)
         response = self.up()
         response.end()

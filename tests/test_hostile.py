@@ -32,12 +32,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.interfaces import IPushProducer
-from twisted.internet.testing import StringTransport
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.trial import unittest
-from twisted.web.client import ResponseDone
-from twisted.web.http import PotentialDataLoss
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 from zope.interface import implementer

@@ -93,9 +93,9 @@ class ChaosHost:
         """The simulator is about to forget its history: record what that makes unrecoverable."""
         self.broken(now)  # the restart cuts the stream first
         emitted = self.sim.emitted
-        for event in emitted[first_at_or_after(emitted, self.window_start):]:
-            if event.event_type not in OOM_TYPES:
-                self.candidates[event.counting_key] += 1
+        for emitted_event in emitted[first_at_or_after(emitted, self.window_start):]:
+            if emitted_event.event_type not in OOM_TYPES:
+                self.candidates[emitted_event.counting_key] += 1
         self.window_start = int(now * 1e9)  # those are counted as candidates once
 
 
