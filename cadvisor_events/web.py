@@ -185,6 +185,8 @@ def follower_status(follower, labels=()) -> Dict[str, Any]:
         "failures": dict(follower.failures),
         "backfilled": follower.backfilled,
         "duplicates_dropped": follower.duplicates_dropped,
+        "gaps": follower.gaps,
+        "future_events": follower.future_events,
         "last_error": follower.last_error,
     }
 

@@ -44,6 +44,8 @@ class FakeFollower:
         self.failures = {"refused": 1, "eof": 2} if not up else {}
         self.backfilled = 4
         self.duplicates_dropped = 1
+        self.gaps = 0 if up else 2
+        self.future_events = 0
         self.last_event_time = 1_700_000_001.5 if up else None
         self.last_error = None if up else "http://b:1: connection refused"
 
@@ -158,6 +160,7 @@ class WebTests(WebFixture):
         self.assertEqual(targets["a:1"]["labels"], {"cluster": "eu"})
         self.assertTrue(targets["a:1"]["up"])
         self.assertEqual(targets["b:1"]["last_error"], "http://b:1: connection refused")
+        self.assertEqual((targets["b:1"]["gaps"], targets["b:1"]["future_events"]), (2, 0))
         self.assertNotIn(b"pw", body)
 
     def test_status_page(self):
