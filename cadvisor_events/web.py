@@ -103,18 +103,17 @@ class MetricsResource(PlainTextResource):
         compressing.addCallbacks(write, failed)
         return NOT_DONE_YET
 
-
     # HEAD must not be faked by twisted.web from GET (the method would read GET and a deferred
     # answer would follow): it gets the identity answer's headers, the transport drops the body.
     render_HEAD = render_GET
 
 
-#: /metrics bodies up to this size are gzipped in the reactor thread (about a millisecond).
+#: /metrics bodies up to this size are gzipped in the reactor thread (well under a millisecond).
 GZIP_INLINE_LIMIT = 256 * 1024
 
 
 def gzip_bytes(body: bytes) -> bytes:
-    """gzip at level 1: the exposition text shrinks ~12x and compresses at ~400 MB/s here."""
+    """gzip at level 1: the exposition text shrinks ~13x (benchmarks/scrape.py: 48.9 MB -> 3.3 MB)."""
     return gzip.compress(body, compresslevel=1, mtime=0)
 
 
