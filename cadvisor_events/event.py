@@ -10,6 +10,7 @@ never lose nanoseconds: the original timestamp string is kept verbatim because
 from __future__ import annotations
 
 import datetime
+from operator import itemgetter
 from typing import Iterable, Optional, Tuple
 
 import msgspec
@@ -22,38 +23,48 @@ __all__ = [
     "CountingKey",
     "decode_event",
     "decode_history",
+    "parse_history",
     "timestamp_ns",
+    "OOM_TYPES",
+    "NS_PER_SECOND",
 ]
+
+NS_PER_SECOND = 1_000_000_000
 
 #: The Go seed's counting key: (container name, event type, oom process name or "").
 CountingKey = Tuple[str, str, str]
 
-OOM_TYPES = ("oom", "oomKill")
+#: Event types a restarted cAdvisor re-adds to its (emptied) history from the kernel log.
+OOM_TYPES = frozenset(("oom", "oomKill"))
 
 
 class InvalidEvent(ValueError):
     """A line or document that is not a cAdvisor event; the message says why."""
 
 
-class OomKill(msgspec.Struct, frozen=True):
+class OomKill(msgspec.Struct, frozen=True, gc=False):
     """``event_data.oom`` of an ``oomKill`` event (cAdvisor's OomKillEventData)."""
 
     pid: int = 0
     process_name: str = ""
 
 
-class EventData(msgspec.Struct, frozen=True):
+class EventData(msgspec.Struct, frozen=True, gc=False):
     """``event_data``: only the part we count by; unknown keys are ignored."""
 
     oom: Optional[OomKill] = None
 
 
-class Event(msgspec.Struct, frozen=True):
+class Event(msgspec.Struct, frozen=True, gc=False):
     """A decoded cAdvisor event.
 
     Frozen, so the value itself is hashable and serves as the identity of an
     event for de-duplication (two events are the same event iff every field,
-    the nanosecond timestamp string and the pid included, is equal).
+    the nanosecond timestamp string and the pid included, is equal). Not
+    tracked by the cyclic garbage collector (``gc=False``): it holds only
+    strings, numbers and structs like itself, so it can never be part of a
+    cycle, and followers remember thousands of events that a collector
+    would otherwise scan again and again.
     """
 
     container_name: str
@@ -117,25 +128,99 @@ def count_events(events: Iterable[Event]) -> dict[CountingKey, int]:
     return counts
 
 
-# "2026-11-24T17:25:55" -> seconds since the epoch, before the zone offset.
-_base_seconds: dict[str, int] = {}
-_BASE_CACHE_LIMIT = 65536
 _EPOCH = datetime.datetime(1970, 1, 1)
+# "YYYY-MM-DDTHH:MM:SS" + zone -> nanoseconds since the epoch of that whole second.
+_second_ns: dict[str, int] = {}
+_SECOND_CACHE_LIMIT = 65536
+_FRACTION_SCALE = (0, 100_000_000, 10_000_000, 1_000_000, 100_000, 10_000, 1_000, 100, 10, 1)
+# The whole second and zone of the last timestamp that went through the cache, and its value.
+_last_second, _last_zone, _last_base = "\0", "\0", 0
 
 
-def timestamp_ns(ts: str) -> int:
+def timestamp_ns(timestamp: str) -> int:
     """Nanoseconds since the epoch of an RFC 3339 timestamp as Go writes it.
 
-    Keeps all nine fractional digits (``datetime.fromisoformat`` keeps six).
-    Whole seconds are cached per ``YYYY-MM-DDTHH:MM:SS`` prefix because a
-    stream's timestamps share it for many events in a row.
+    The per-event path: a stream's timestamps share their whole second for
+    many events in a row, so the date, time and zone are validated once per
+    distinct second and zone (by :func:`strict_timestamp_ns`) and cached, the
+    last one checked first; only the fractional digits are read here.
+    Anything unusual goes to :func:`strict_timestamp_ns` whole, so the result
+    and the errors are the same.
+
+    :raises InvalidEvent: when ``timestamp`` is not
+        ``YYYY-MM-DDTHH:MM:SS[.frac](Z|+hh:mm|-hh:mm)``.
+    """
+    global _last_second, _last_zone, _last_base
+    if timestamp.startswith(_last_second) and timestamp.endswith(_last_zone):
+        base, zone_at = _last_base, len(timestamp) - len(_last_zone)
+    else:
+        last = timestamp[-1:]
+        zone_at = len(timestamp) - (1 if last == "Z" or last == "z" else 6)
+        if zone_at < 19:
+            return strict_timestamp_ns(timestamp)
+        key = timestamp[:19] + timestamp[zone_at:]
+        base = _second_ns.get(key)
+        if base is None:
+            base = strict_timestamp_ns(key)
+            if len(_second_ns) >= _SECOND_CACHE_LIMIT:
+                _second_ns.clear()
+            _second_ns[key] = base
+        _last_second, _last_zone, _last_base = timestamp[:19], timestamp[zone_at:], base
+    if zone_at == 19:
+        return base
+    digits = timestamp[20:zone_at]
+    if timestamp[19] != "." or not 0 < len(digits) <= 9 or not digits.isdigit() or not digits.isascii():
+        return strict_timestamp_ns(timestamp)
+    return base + int(digits) * _FRACTION_SCALE[len(digits)]
+
+
+def format_timestamp(ns: int) -> str:
+    """RFC 3339 in UTC with nine fractional digits, for ``start_time`` (cAdvisor parses it exactly)."""
+    seconds, nanos = divmod(ns, NS_PER_SECOND)
+    moment = _EPOCH + datetime.timedelta(seconds=seconds)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + ".%09dZ" % nanos
+
+
+def parse_history(body: bytes) -> tuple[list[tuple[Event, int]], int]:
+    """Decode a history answer into ``(event, timestamp_ns)`` pairs sorted by time, and
+    the number of elements that were not valid events (skipped, not fatal).
+
+    :raises InvalidEvent: when the body is not a JSON array at all.
+    """
+    invalid = 0
+    try:
+        events = decode_history(body)
+    except InvalidEvent:
+        try:
+            raws = msgspec.json.decode(body, type=list[msgspec.Raw])
+        except msgspec.DecodeError as e:
+            raise InvalidEvent(f"history is not a JSON array: {e}") from None
+        events = []
+        for raw in raws:
+            try:
+                events.append(decode_event(raw))
+            except InvalidEvent:
+                invalid += 1
+    timed = []
+    for event in events:
+        try:
+            timed.append((event, timestamp_ns(event.timestamp)))
+        except InvalidEvent:
+            invalid += 1
+    timed.sort(key=itemgetter(1))
+    return timed, invalid
+
+
+def strict_timestamp_ns(ts: str) -> int:
+    """Nanoseconds since the epoch of an RFC 3339 timestamp, validating every part.
+
+    The reference for :func:`timestamp_ns`, which calls it for each new whole
+    second and for anything unusual. Keeps all nine fractional digits
+    (``datetime.fromisoformat`` keeps six).
 
     :raises InvalidEvent: when ``ts`` is not ``YYYY-MM-DDTHH:MM:SS[.frac](Z|+hh:mm|-hh:mm)``.
     """
-    base = ts[:19]
-    seconds = _base_seconds.get(base)
-    if seconds is None:
-        seconds = _parse_base(ts, base)
+    seconds = _parse_base(ts, ts[:19])
     rest = ts[19:]
     fraction = 0
     if rest[:1] == ".":
@@ -167,15 +252,11 @@ def timestamp_ns(ts: str) -> int:
 
 
 def _parse_base(ts: str, base: str) -> int:
-    """Seconds of the ``YYYY-MM-DDTHH:MM:SS`` part, as if it were UTC; cached."""
+    """Seconds of the ``YYYY-MM-DDTHH:MM:SS`` part, as if it were UTC."""
     if len(base) != 19 or base[10] not in "Tt" or not base.isascii():
         raise InvalidEvent(f"not an RFC 3339 timestamp: {ts!r}")
     try:
         moment = datetime.datetime.strptime(base[:10] + "T" + base[11:], "%Y-%m-%dT%H:%M:%S")
     except ValueError:
         raise InvalidEvent(f"not an RFC 3339 timestamp: {ts!r}") from None
-    seconds = (moment - _EPOCH) // datetime.timedelta(seconds=1)
-    if len(_base_seconds) >= _BASE_CACHE_LIMIT:
-        _base_seconds.clear()
-    _base_seconds[base] = seconds
-    return seconds
+    return (moment - _EPOCH) // datetime.timedelta(seconds=1)

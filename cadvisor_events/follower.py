@@ -4,10 +4,11 @@ A :class:`Follower` keeps one stream open to one cAdvisor and counts every
 event it emits exactly once, through any number of breaks, as long as
 cAdvisor's history still holds what happened while the stream was down. It
 opens the stream first, then fetches history (the full history on a first
-connect when seeding, else ``start_time`` = the newest counted timestamp,
-original string), buffers the stream meanwhile, merges both with bounded
-de-duplication state (:mod:`cadvisor_events.dedup`) and only then counts the
-stream live. Its statistics are plain attributes read at scrape time. It
+connect when seeding, else from a little before the newest counted event),
+buffers the stream meanwhile, merges both through its
+:class:`~cadvisor_events.ledger.Ledger` (which decides what was counted
+already) and only then counts the stream live. Its statistics are plain
+attributes read at scrape time. It
 must never let input kill or stall it, never reconnect in a tight loop, never
 log credentials, and never read time except through the injected clock.
 """
@@ -26,12 +27,12 @@ from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone, ResponseFailed
 
 from .cadvisor import CAdvisorClient, Target, UpstreamError, describe_failure, timed_out
-from .dedup import DedupPaths, Watermark, event_ns, merge_backfill, parse_history
-from .event import InvalidEvent
+from .event import Event, InvalidEvent, parse_history, timestamp_ns
+from .ledger import Ledger, merge_backfill
 from .gate import ConnectGate
 from .protocol import EventStreamProtocol
 
-__all__ = ["Follower", "parse_history", "MAX_BUFFERED"]
+__all__ = ["Follower", "MAX_BUFFERED"]
 
 log = Logger()
 
@@ -39,6 +40,9 @@ log = Logger()
 MAX_BUFFERED = 100_000
 #: How long stopService waits for a stream's connection to close.
 STOP_TIMEOUT = 10.0
+#: How long an ``oom`` that may be a replay waits on a stream for its ``oomKill``
+#: (cAdvisor sends the two back to back); without it, it is judged alone.
+PARTNER_WAIT = 1.0
 
 STATES = ("idle", "connecting", "backfilling", "up", "down", "stopped")
 
@@ -52,14 +56,20 @@ def _rfc3339(seconds: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class Follower(DedupPaths, Service):
+class Follower(Service):
     """Follow one cAdvisor's events; count each one exactly once into ``counters``.
 
     Read by others (plain attributes): ``target``, ``state`` (one of
     :data:`STATES`), ``up``, ``state_since``, ``tried``, ``received``,
     ``invalid_lines``, ``connects``, ``failures`` (reason -> count),
     ``backfilled``, ``duplicates_dropped``, ``gaps``, ``last_event_time``,
-    ``last_error``, ``retries``, ``future_events``.
+    ``last_error``, ``retries``, ``future_events``, ``dedup_evicted``.
+
+    A stream event goes through one of three paths, one per phase of a
+    stream, so no per-event check of the phase is needed:
+    :meth:`_on_buffered_event` while a backfill runs, :meth:`_on_settling_event`
+    for the settle window after it, :meth:`_on_live_event` (the hot path) after
+    that. Each asks the ledger whether the event is new.
     """
 
     __slots__ = (
@@ -67,11 +77,11 @@ class Follower(DedupPaths, Service):
         "target", "oom_only", "seed_history", "connect_timeout", "history_timeout",
         "max_history_bytes", "settle_seconds", "first_delay", "max_clock_skew",
         "state", "up", "state_since", "tried", "received", "invalid_lines", "connects",
-        "failures", "backfilled", "duplicates_dropped", "gaps", "last_event_time", "last_error", "retries",
+        "failures", "backfilled", "duplicates_dropped", "gaps", "last_error", "retries",
         "_client", "_counters", "_count", "_clock", "_backoff", "_gate", "_gate_held", "_gate_wait",
-        "_attempt", "_timer", "_pending", "_protocol", "_buffer", "_buffer_oldest", "_mark",
-        "_floor", "_recent", "_settle_call", "_synced", "_backfill_from", "_logged_reason",
-        "_invalid_logged",
+        "_attempt", "_timer", "_pending", "_protocol", "_buffer", "_buffer_oldest", "_ledger",
+        "_recent", "_settle_call", "_synced", "_backfill_from", "_logged_reason",
+        "_invalid_logged", "_held", "_held_at", "_held_call", "_after_held_handler",
     )
 
     #: Stream events buffered during a backfill before the attempt fails with ``overflow``.
@@ -94,6 +104,7 @@ class Follower(DedupPaths, Service):
         first_delay: float = 0.0,
         connect_gate: Optional[ConnectGate] = None,
         max_clock_skew: Optional[float] = None,
+        backfill_overlap: float = 1.0,
     ) -> None:
         self.parent = None
         self.name = None
@@ -126,7 +137,6 @@ class Follower(DedupPaths, Service):
         self.backfilled = 0
         self.duplicates_dropped = 0
         self.gaps = 0
-        self.last_event_time: Optional[float] = None
         self.last_error: Optional[str] = None
         self.retries = 0
 
@@ -137,12 +147,17 @@ class Follower(DedupPaths, Service):
         self._buffer: Optional[list] = None
         self._buffer_oldest: Optional[int] = None
         # With max_clock_skew, an event dated further ahead of our clock is not trusted as the
-        # resume point (see Watermark); None trusts every timestamp.
+        # resume point (see Ledger); None trusts every timestamp.
         self.max_clock_skew = max_clock_skew
-        self._mark = Watermark(None if max_clock_skew is None else clock.seconds,
-                               max_clock_skew or 0.0, target.name)
-        self._floor: Optional[Watermark] = None
+        self._ledger = Ledger(backfill_overlap, None if max_clock_skew is None else clock.seconds,
+                              max_clock_skew or 0.0, target.name)
         self._recent: Optional[set] = None
+        # An ``oom`` waiting for its ``oomKill`` (event, ns), the timer that stops waiting, and
+        # the path the stream's events take once it is decided.
+        self._held: Optional[tuple] = None
+        self._held_at = 0.0
+        self._held_call = None
+        self._after_held_handler = None
         self._settle_call = None
         self._synced = False  # a first backfill (or the decision to skip it) is done
         self._backfill_from: Optional[str] = None  # start_time while nothing was counted
@@ -155,12 +170,22 @@ class Follower(DedupPaths, Service):
     @property
     def future_events(self) -> int:
         """Events dated over ``max_clock_skew`` ahead of our clock (counted, not the resume point)."""
-        return self._mark.future_counted
+        return self._ledger.future_counted
+
+    @property
+    def dedup_evicted(self) -> dict:
+        """Remembered events forgotten early because of a cap, by state (``window``, ``oom``)."""
+        return self._ledger.evicted
+
+    @property
+    def last_event_time(self) -> Optional[float]:
+        """Unix time of the newest event counted, or None."""
+        return self._ledger.seconds
 
     @property
     def backfill_since(self) -> Optional[str]:
         """``start_time`` of the next reconnect's backfill (None: the whole history)."""
-        return self._mark.boundary()[0] or self._backfill_from
+        return self._ledger.resume()[0] or self._backfill_from
 
     # -- service -------------------------------------------------------------------
 
@@ -174,7 +199,7 @@ class Follower(DedupPaths, Service):
         self._attempt += 1
         closed: Optional[defer.Deferred] = None
         protocol = self._protocol
-        if protocol is not None and not protocol._ended:
+        if protocol is not None and not protocol.ended:
             closed = defer.Deferred()
             protocol.on_end = lambda reason: closed.called or closed.callback(None)
         self._teardown(keep_on_end=closed is not None)
@@ -264,7 +289,7 @@ class Follower(DedupPaths, Service):
             # Not seeding: count from now on; a later backfill starts here.
             self._synced = True
             self._backfill_from = _rfc3339(self._clock.seconds())
-            protocol.on_event = self._on_live_event
+            self._set_path(self._on_live_event)
             self._go_live(None)
             response.deliverBody(protocol)
 
@@ -281,7 +306,7 @@ class Follower(DedupPaths, Service):
         request.addTimeout(self.history_timeout, self._clock)
         self._pending = request
         request.addCallbacks(self._history_received, self._history_failed,
-                             callbackArgs=(attempt,), errbackArgs=(attempt,))
+                             callbackArgs=(attempt, start_time), errbackArgs=(attempt,))
         request.addErrback(self._bug, attempt)
 
     def _history_failed(self, failure: Failure, attempt: int) -> None:
@@ -291,46 +316,46 @@ class Follower(DedupPaths, Service):
             error = describe_failure(self.target, failure)
             self._fail(attempt, UpstreamError("history", f"backfill failed: {error.message}"))
 
-    def _history_received(self, body: bytes, attempt: int) -> None:
+    def _history_received(self, body: bytes, attempt: int, start_time: Optional[str]) -> None:
         if attempt != self._attempt:
             return
         self._pending = None
         self._release_gate()
         try:
             history, invalid = parse_history(body)
+            start_ns = None if start_time is None else timestamp_ns(start_time)
         except InvalidEvent as e:
             self._fail(attempt, UpstreamError("history", f"{self.target.base_url}: bad history: {e}"))
             return
         self.invalid_lines += invalid
         self.received += len(history)
-        since, boundary = self._mark.boundary()
-        if boundary:
-            # A gap: history (asked from the boundary, inclusive) no longer holds the events counted
-            # there, so it may have lost others since (aged out, or cAdvisor restarted).
-            boundary_ns, found = event_ns(since), set()
-            for event, ns in history:
-                if ns > boundary_ns:
-                    break
-                if event in boundary:
-                    found.add(event)
-            if len(found) < len(boundary):
-                self.gaps += 1
-                log.warn("gap in the history of {host}: it no longer holds the events counted at {since}; "
-                         "whatever it dropped since then is lost", host=self.target.name, since=since)
+        self._check_gap(history)
         buffered, oldest = self._buffer, self._buffer_oldest
         self._buffer = self._buffer_oldest = None
-        result = merge_backfill(self._mark, history, buffered, oldest, self._count)
+        result = merge_backfill(self._ledger, start_ns, history, buffered, oldest, self._count)
         self.backfilled += result.backfilled
         self.duplicates_dropped += result.dropped
-        self.last_event_time = self._mark.seconds
         self._synced = True
-        if self.settle_seconds > 0 and (result.floor is not None or result.recent):
-            self._floor, self._recent = result.floor, result.recent
+        if self.settle_seconds > 0 and result.recent:
+            self._recent = result.recent
             self._settle_call = self._clock.callLater(self.settle_seconds, self._settled, attempt)
-            self._protocol.on_event = self._on_settling_event
+            self._set_path(self._on_settling_event)
         else:
-            self._protocol.on_event = self._on_live_event
+            self._set_path(self._on_live_event)
         self._go_live(result.backfilled + result.from_buffer)
+
+    def _check_gap(self, history: list) -> None:
+        """Count a gap when history (asked from before the newest counted events, inclusive)
+        no longer holds them: it may have lost others since (aged out, or cAdvisor restarted)."""
+        since, missing = self._ledger.resume()
+        for event, _ in history:
+            if not missing:
+                return
+            missing.discard(event)
+        if missing:
+            self.gaps += 1
+            log.warn("gap in the history of {host}: it no longer holds the events counted since {since}; "
+                     "whatever it dropped since then is lost", host=self.target.name, since=since)
 
     def _go_live(self, caught_up: Optional[int]) -> None:
         """The stream is trusted now: healthy, so the backoff starts over."""
@@ -343,11 +368,95 @@ class Follower(DedupPaths, Service):
 
     def _settled(self, attempt: int) -> None:
         self._settle_call = None
-        self._floor = self._recent = None
+        self._recent = None
         if attempt == self._attempt and self._protocol is not None:
-            self._protocol.on_event = self._on_live_event
+            self._set_path(self._on_live_event)
 
     # -- events --------------------------------------------------------------------
+
+    def _set_path(self, handler) -> None:
+        """Route the stream's events to ``handler`` (after the held ``oom``, if one waits)."""
+        if self._held is not None:
+            self._after_held_handler = handler
+        else:
+            self._protocol.on_event = handler
+
+    def _on_buffered_event(self, event: Event) -> None:
+        """While backfilling: hold stream events for the merge (bounded)."""
+        try:
+            ns = timestamp_ns(event.timestamp)
+        except InvalidEvent as e:
+            self._on_invalid(str(e))
+            return
+        self.received += 1
+        buffer = self._buffer
+        buffer.append((event, ns))
+        if self._buffer_oldest is None or ns < self._buffer_oldest:
+            self._buffer_oldest = ns
+        if len(buffer) > self.max_buffered:
+            self._overflow()
+
+    def _on_settling_event(self, event: Event) -> None:
+        """Just after a backfill: also drop late repeats of the history's newest events."""
+        if event in self._recent:
+            self.received += 1
+            self.duplicates_dropped += 1
+            return
+        self._on_live_event(event)
+
+    def _on_live_event(self, event: Event) -> None:
+        """The hot path: one call per live stream event."""
+        try:
+            ns = timestamp_ns(event.timestamp)
+        except InvalidEvent as e:
+            self._on_invalid(str(e))
+            return
+        self.received += 1
+        ledger = self._ledger
+        if event.event_type == "oom" and ledger.needs_partner(event, ns):
+            self._hold(event, ns)
+        elif ledger.offer(event, ns):
+            self._count(event)
+        else:
+            self.duplicates_dropped += 1
+
+    def _hold(self, event: Event, ns: int) -> None:
+        """Keep an ``oom`` that may be a replay until its ``oomKill`` says (the next event)."""
+        protocol = self._protocol
+        self._held = (event, ns)
+        self._held_at = self._clock.seconds()
+        self._after_held_handler = protocol.on_event
+        protocol.on_event = self._on_event_after_held
+        if self._held_call is None:  # one timer at a time, not one per held oom
+            self._held_call = self._clock.callLater(PARTNER_WAIT, self._partner_overdue)
+
+    def _partner_overdue(self) -> None:
+        self._held_call = None
+        if self._held is None:
+            return
+        waited = self._clock.seconds() - self._held_at
+        if waited >= PARTNER_WAIT:
+            self._decide_held(None)
+        else:
+            self._held_call = self._clock.callLater(PARTNER_WAIT - waited, self._partner_overdue)
+
+    def _on_event_after_held(self, event: Event) -> None:
+        handler = self._after_held_handler
+        self._decide_held(event)
+        handler(event)
+
+    def _decide_held(self, next_event: Optional[Event]) -> None:
+        """Judge the held ``oom`` with ``next_event`` as its partner if it is one."""
+        (event, ns), self._held = self._held, None
+        if self._protocol is not None:
+            self._protocol.on_event = self._after_held_handler
+        self._after_held_handler = None
+        partner = next_event if (next_event is not None and next_event.event_type == "oomKill"
+                                 and next_event.timestamp == event.timestamp) else None
+        if self._ledger.offer(event, ns, partner):
+            self._count(event)
+        else:
+            self.duplicates_dropped += 1
 
     def _on_invalid(self, reason: str) -> None:
         self.invalid_lines += 1
@@ -407,6 +516,10 @@ class Follower(DedupPaths, Service):
         if self._settle_call is not None and self._settle_call.active():
             self._settle_call.cancel()
         self._settle_call = None
+        if self._held_call is not None and self._held_call.active():
+            self._held_call.cancel()
+        # A held oom is left undecided: the next backfill asks for it again.
+        self._held = self._held_call = self._after_held_handler = None
         pending, self._pending = self._pending, None
         if pending is not None:
             pending.cancel()
@@ -421,7 +534,7 @@ class Follower(DedupPaths, Service):
                 protocol.on_end = _ignore
             protocol.close()
         self._buffer = self._buffer_oldest = None
-        self._floor = self._recent = None
+        self._recent = None
 
     def _set_state(self, state: str) -> None:
         if state != self.state:

@@ -65,7 +65,7 @@ class EventStreamProtocol(LineOnlyReceiver):
         self._size = 0
         #: Inside an overlong line: drop bytes until the next newline.
         self._discarding = False
-        self._ended = False
+        self.ended = False
 
     @property
     def buffered(self) -> int:
@@ -174,9 +174,9 @@ class EventStreamProtocol(LineOnlyReceiver):
         At a clean end (``ResponseDone``) a last line without newline is
         decoded; at a cut it is counted as invalid (it may be truncated).
         """
-        if self._ended:
+        if self.ended:
             return
-        self._ended = True
+        self.ended = True
         self._discarding = False
         if self._size:
             line = b"".join(self._parts)
@@ -200,5 +200,5 @@ class EventStreamProtocol(LineOnlyReceiver):
 
     def close(self) -> None:
         """Drop the stream; ``on_end`` follows when the connection is really gone."""
-        if self.transport is not None and not self._ended:
+        if self.transport is not None and not self.ended:
             self.transport.stopProducing()

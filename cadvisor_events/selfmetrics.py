@@ -68,6 +68,15 @@ class FleetMetrics:
         ]
         _family(out, "stream_failures", "counter",
                 "Stream attempts or streams that failed, by reason.", failures, openmetrics)
+        evicted_state = [
+            f'{PREFIX}dedup_evicted_total{{{label},state="{state}"}} {n}'
+            for f, label in hosts
+            for state, n in sorted(f.dedup_evicted.items())
+        ]
+        _family(out, "dedup_evicted", "counter",
+                "Counted events forgotten early because de-duplication state is capped, by state: "
+                "window (events of the backfill overlap), oom (OOMs kept to recognise replays).",
+                evicted_state, openmetrics)
         last = [
             f"{PREFIX}last_event_timestamp_seconds{{{label}}} {floatToGoString(f.last_event_time)}"
             for f, label in hosts

@@ -48,7 +48,8 @@ __all__ = ["Burst", "ControlResource", "EventQuery", "EventStore", "RandomEmitte
 log = Logger()
 
 OOM_TYPES = frozenset(("oom", "oomKill"))
-_RANDOM_TYPE_WEIGHTS = (("containerCreation", 40), ("containerDeletion", 40), ("oom", 10), ("oomKill", 10))
+#: Per draw; an "oom" draw is an OOM pair (oom + oomKill), so events come 40/40/10/10 %.
+_RANDOM_TYPE_WEIGHTS = (("containerCreation", 40), ("containerDeletion", 40), ("oom", 10))
 COMMON_PROCESS_NAMES = ("java", "node", "python3", "postgres", "nginx", "ruby", "php-fpm", "dotnet",
                         "nginx: worker process", "kube-apiserver")
 HOSTILE_PROCESS_NAMES = ('sh -c "sleep 1"', "C:\\app\\run.exe", "<script>&amp;</script>", "café-crème",
@@ -250,11 +251,19 @@ class Simulator:
     ``container_deletion`` data like newer cAdvisors. Unlike cAdvisor, whose
     10-event watch channel blocks on a slow reader, streams here are buffered
     by the transport without limit.
+
+    OOMs are dated as cAdvisor dates kernel-log records: boot time, computed
+    once per run from whole-second uptime, plus the record's offset. So every
+    OOM of one run is dated early by the same :attr:`oom_clock_error`, drawn
+    per run from ``[0, 1)`` seconds (seeded; pass ``oom_clock_error`` to fix
+    the first run's), and :meth:`restart` re-adds every OOM of the kernel log
+    dated with the new run's error: shifted by less than a second.
     """
 
     def __init__(self, clock: Optional[IReactorTime] = None, tz_offset_minutes: int = -180,
                  event_limit: int = 100_000, age_limit: float = 86400, seed: int = 0,
-                 containers: int = 50, deletion_exit_codes: bool = False) -> None:
+                 containers: int = 50, deletion_exit_codes: bool = False,
+                 oom_clock_error: Optional[float] = None) -> None:
         if clock is None:
             from twisted.internet import reactor as clock  # type: ignore[no-redef]
         if not -1440 < tz_offset_minutes < 1440:
@@ -268,6 +277,11 @@ class Simulator:
         self.container_pool = container_names(containers, self.rng)
         self.emitted: list[SimulatedEvent] = []
         self.replayed: list[SimulatedEvent] = []
+        self._run_errors = random.Random(f"oom-clock-{seed}")
+        #: Seconds this run dates every OOM early (cAdvisor's boot-time error).
+        self.oom_clock_error = self._run_errors.random() if oom_clock_error is None else oom_clock_error
+        #: The kernel's ring buffer: (true time ns, OOM event as first emitted or None if not yet).
+        self._kernel_log: list[tuple[int, SimulatedEvent, bool]] = []
         self.resource = CadvisorResource(self)
         self._stores: dict[str, EventStore] = {}
         self._watches: dict[int, _Watch] = {}
@@ -282,30 +296,71 @@ class Simulator:
     def emit(self, container_name: str, event_type: str, *, timestamp_ns: Optional[int] = None,
              process_name: Optional[str] = None, pid: Optional[int] = None,
              constraint: Optional[str] = None, exit_code: Optional[int] = None) -> SimulatedEvent:
-        """Record one event in history and send it to every matching open stream now."""
+        """Record one event in history and send it to every matching open stream now.
+
+        An OOM type without ``timestamp_ns`` is dated early by :attr:`oom_clock_error`, and
+        every OOM type goes into the kernel log that :meth:`restart` replays.
+        """
+        oom = event_type in OOM_TYPES
         if timestamp_ns is None:
             timestamp_ns = max(int(self.clock.seconds() * NS_PER_SECOND), self._last_timestamp_ns + 1)
-        self._last_timestamp_ns = max(self._last_timestamp_ns, timestamp_ns)
+            self._last_timestamp_ns = timestamp_ns
+            if oom:
+                timestamp_ns -= self._oom_error_ns
+        else:
+            self._last_timestamp_ns = max(self._last_timestamp_ns, timestamp_ns)
         event = SimulatedEvent.create(container_name, event_type, timestamp_ns, self.tz_offset_minutes,
                                       process_name, pid, constraint, exit_code)
+        if oom:
+            self._kernel_log.append((timestamp_ns + self._oom_error_ns, event, True))
         self.emitted.append(event)
         self._add(event)
         return event
 
+    @property
+    def _oom_error_ns(self) -> int:
+        return int(self.oom_clock_error * NS_PER_SECOND)
+
+    def kernel_oom(self, container_name: str, process_name: str, pid: int, *,
+                   victim_container: Optional[str] = None, constraint: Optional[str] = None) -> None:
+        """An OOM the kernel logs while cAdvisor is down: no event now; the next
+        :meth:`restart` reads it from the kernel log and emits it, a new OOM (ground truth)."""
+        true_ns = max(int(self.clock.seconds() * NS_PER_SECOND), self._last_timestamp_ns + 1)
+        self._last_timestamp_ns = true_ns
+        for name, event_type, extra in ((container_name, "oom", {}),
+                                        (victim_container or container_name, "oomKill",
+                                         {"process_name": process_name, "pid": pid, "constraint": constraint})):
+            event = SimulatedEvent.create(name, event_type, true_ns, self.tz_offset_minutes, **extra)
+            self._kernel_log.append((true_ns, event, False))
+
     def emit_oom(self, container_name: str, process_name: str, pid: int, *,
                  victim_container: Optional[str] = None, constraint: Optional[str] = None) -> tuple[SimulatedEvent, SimulatedEvent]:
-        """One kernel OOM: ``oom`` on the limited container, ``oomKill`` on the victim's."""
+        """One kernel OOM: ``oom`` on the killed task's cgroup, then ``oomKill`` on the cgroup whose
+        limit was hit, back to back with the same timestamp (cAdvisor's ``oom.go``)."""
         oom = self.emit(container_name, "oom")
-        kill = self.emit(victim_container or container_name, "oomKill", process_name=process_name,
-                         pid=pid, constraint=constraint)
+        kill = self.emit(victim_container or container_name, "oomKill", timestamp_ns=oom.timestamp_ns,
+                         process_name=process_name, pid=pid, constraint=constraint)
         return oom, kill
 
     def emit_random(self, n: int, rng: Optional[random.Random] = None) -> list[SimulatedEvent]:
-        """``n`` events of mixed types (40/40/10/10 %) over the container pool, timestamped now."""
+        """``n`` events of mixed types (40/40/10/10 %) over the container pool, timestamped now;
+        OOMs come as ``oom``/``oomKill`` pairs (a last lone one becomes a creation)."""
         rng = rng or self.rng
         types, weights = zip(*_RANDOM_TYPE_WEIGHTS)
-        return [self.emit(rng.choice(self.container_pool), event_type, **self._random_details(rng, event_type))
-                for event_type in rng.choices(types, weights, k=n)]
+        events: list[SimulatedEvent] = []
+        for event_type in rng.choices(types, weights, k=n):
+            if len(events) >= n:
+                break
+            container = rng.choice(self.container_pool)
+            if event_type in OOM_TYPES and len(events) + 2 <= n:
+                details = self._random_details(rng, "oomKill")
+                victim = container if rng.random() < 0.8 else rng.choice(self.container_pool)
+                events.extend(self.emit_oom(container, details["process_name"], details["pid"],
+                                            victim_container=victim, constraint=details["constraint"]))
+            else:
+                event_type = "containerCreation" if event_type in OOM_TYPES else event_type
+                events.append(self.emit(container, event_type, **self._random_details(rng, event_type)))
+        return events
 
     def fill_history(self, n: int, containers: Union[None, int, Sequence[str]] = None,
                      rng: Optional[random.Random] = None) -> list[SimulatedEvent]:
@@ -320,12 +375,24 @@ class Simulator:
         types, weights = zip(*_RANDOM_TYPE_WEIGHTS)
         by_type: dict[str, list[SimulatedEvent]] = collections.defaultdict(list)
         events = []
+        kill_details = None
         for index, (offset, event_type) in enumerate(zip(sorted(rng.sample(range(span), n)),
                                                          rng.choices(types, weights, k=n))):
-            event = SimulatedEvent.create(names[index % len(names)], event_type, first + offset,
-                                          self.tz_offset_minutes, **self._random_details(rng, event_type))
+            if kill_details is not None:  # the second of an OOM pair: oomKill, same time
+                event = SimulatedEvent.create(names[index % len(names)], "oomKill", events[-1].timestamp_ns,
+                                              self.tz_offset_minutes, **kill_details)
+                kill_details = None
+            else:
+                if event_type in OOM_TYPES:
+                    event_type = "oom" if index + 1 < n else "containerCreation"
+                if event_type == "oom":
+                    kill_details = self._random_details(rng, "oomKill")
+                event = SimulatedEvent.create(names[index % len(names)], event_type, first + offset,
+                                              self.tz_offset_minutes, **self._random_details(rng, event_type))
+            if event.event_type in OOM_TYPES:
+                self._kernel_log.append((event.timestamp_ns + self._oom_error_ns, event, True))
             events.append(event)
-            by_type[event_type].append(event)
+            by_type[event.event_type].append(event)
         self.emitted.extend(events)
         if events:
             self._last_timestamp_ns = max(self._last_timestamp_ns, events[-1].timestamp_ns)
@@ -422,26 +489,40 @@ class Simulator:
         for watch in watches.values():
             watch.request.transport.abortConnection()
 
-    def restart(self, keep_history: bool = False, replay_delay: Optional[float] = None) -> None:
+    def restart(self, keep_history: bool = False, replay_delay: Optional[float] = None,
+                oom_clock_error: Optional[float] = None) -> None:
         """Like a cAdvisor restart: cut streams, forget history (unless ``keep_history``),
-        then re-add every OOM ever emitted with its original timestamp, as cAdvisor
+        start a new run with its own OOM clock error (``oom_clock_error``, else drawn),
+        then re-add every OOM of the kernel log dated with that error, as cAdvisor
         does reading ``/dev/kmsg`` again: now, or ``replay_delay`` seconds later
-        (so streams opened meanwhile receive the replays)."""
+        (so streams opened meanwhile receive the replays). OOMs logged while it was
+        down (:meth:`kernel_oom`) are new: they join the ground truth."""
         self.cut_streams()
         if not keep_history:
             self._stores.clear()
         if self._pending_replay is not None and self._pending_replay.active():
             self._pending_replay.cancel()
-        ooms = [event for event in self.emitted if event.event_type in OOM_TYPES]
+        self.oom_clock_error = self._run_errors.random() if oom_clock_error is None else oom_clock_error
         if replay_delay is None:
-            self._replay(ooms)
+            self._replay()
         else:
-            self._pending_replay = self.clock.callLater(replay_delay, self._replay, ooms)
+            self._pending_replay = self.clock.callLater(replay_delay, self._replay)
 
-    def _replay(self, events: Iterable[SimulatedEvent]) -> None:
-        for event in events:
-            self.replayed.append(event)
-            self._add(event)
+    @property
+    def replaying(self) -> bool:
+        """Whether a restart's replay of the kernel log is still to come (``replay_delay``)."""
+        return self._pending_replay is not None and self._pending_replay.active()
+
+    def _replay(self) -> None:
+        error = self._oom_error_ns
+        log_, self._kernel_log = self._kernel_log, []
+        for true_ns, event, emitted in log_:
+            again = SimulatedEvent.create(event.container_name, event.event_type, true_ns - error,
+                                          self.tz_offset_minutes, event.process_name, event.pid,
+                                          event.constraint, event.exit_code)
+            self._kernel_log.append((true_ns, again, True))
+            (self.replayed if emitted else self.emitted).append(again)
+            self._add(again)
 
     # -- background emission ------------------------------------------------------
 
@@ -509,7 +590,8 @@ class RandomEmitter(Service):
         return super().stopService()
 
 
-_BURST_TYPES = ("containerCreation", "containerDeletion", "oom", "oomKill")
+#: Template types in turn: 40 % creations, 40 % deletions, 20 % OOM pairs, the random mix's shares.
+_BURST_TYPES = ("containerCreation", "containerDeletion") * 4 + ("oom", "oomKill")
 
 
 class Burst:
@@ -519,10 +601,13 @@ class Burst:
     streams open when the burst starts and nowhere else (not into history, not
     into :attr:`Simulator.emitted`: a million events would not fit the point of
     a bounded simulator). They are pre-encoded from ``keys`` templates (distinct
-    counting keys: every event type, realistic and hostile names) with strictly
+    counting keys: every event type in the random mix's shares, realistic and
+    hostile names) with
     increasing timestamps, ``step_ns`` apart, starting after every event emitted
     so far; event ``i`` of a stream uses the ``i``-th template of those its query
-    selects, cyclically; the templates depend only on the simulator's seed, so
+    selects, cyclically. As from a kernel, an ``oomKill`` shares the timestamp of
+    the ``oom`` before it and kills a new pid each time (pids are not reused
+    within seconds). The templates depend only on the simulator's seed, so
     every burst with the same ``keys`` counts into the same series. Each
     stream gets its own writer, a push producer
     registered with the stream's request: it writes ``batch`` events (one HTTP
@@ -545,20 +630,26 @@ class Burst:
         self.simulator, self.events, self.rate, self.batch, self.step_ns = simulator, events, rate, batch, step_ns
         self.clock = simulator.clock
         offset = simulator.tz_offset_minutes
-        self.first_ns = max(int(self.clock.seconds() * NS_PER_SECOND), simulator._last_timestamp_ns + 1)
+        self.first_ns = max(int(self.clock.seconds() * NS_PER_SECOND), simulator._last_timestamp_ns + 1) + step_ns
         simulator._last_timestamp_ns = max(simulator._last_timestamp_ns, self.first_ns + events * step_ns)
-        names = container_names((keys + 3) // 4, random.Random(f"burst-{simulator.seed}"))
+        names = container_names((keys + 1) // 2, random.Random(f"burst-{simulator.seed}"))
         processes = COMMON_PROCESS_NAMES + HOSTILE_PROCESS_NAMES
         self.templates: list[SimulatedEvent] = []
-        self._parts: list[tuple[bytes, bytes]] = []
+        #: Per template: the bytes before the timestamp, after it (up to the pid for a kill),
+        #: and after the pid (None: no pid).
+        self._parts: list[tuple[bytes, bytes, Optional[bytes]]] = []
         for index in range(keys):
-            event_type = _BURST_TYPES[index % 4]
-            extra = {"process_name": processes[(index // 4) % len(processes)], "pid": 1000 + index} \
+            event_type = _BURST_TYPES[index % len(_BURST_TYPES)]
+            extra = {"process_name": processes[(index // 2) % len(processes)], "pid": 1} \
                 if event_type == "oomKill" else {}
-            event = SimulatedEvent.create(names[index // 4], event_type, self.first_ns, offset, **extra)
+            event = SimulatedEvent.create(names[index // 2], event_type, self.first_ns, offset, **extra)
             head, stamp, tail = event.json.partition(b'"timestamp":"' + event.timestamp.encode() + b'"')
             self.templates.append(event)
-            self._parts.append((head + b'"timestamp":"', b'"' + tail + b"\n"))
+            if event_type == "oomKill":
+                before_pid, _, after_pid = tail.partition(b'"pid":1')
+                self._parts.append((head + b'"timestamp":"', b'"' + before_pid + b'"pid":', after_pid + b"\n"))
+            else:
+                self._parts.append((head + b'"timestamp":"', b'"' + tail + b"\n", None))
         self._zone = rfc3339nano(0, offset)[19:].encode()
         self._second = -1
         self._second_text = b""
@@ -613,13 +704,17 @@ class Burst:
         ns = self.first_ns + first * step
         n_selected = len(selected)
         for index in range(first, first + count):
-            seconds, nanos = divmod(ns, NS_PER_SECOND)
+            head, tail, after_pid = parts[selected[index % n_selected]]
+            stamp_ns = ns if after_pid is None else ns - step  # a kill: its oom's timestamp
+            seconds, nanos = divmod(stamp_ns, NS_PER_SECOND)
             if seconds != self._second:
                 self._second = seconds
                 self._second_text = rfc3339nano(seconds * NS_PER_SECOND, self.simulator.tz_offset_minutes)[:19].encode()
             stamp = self._second_text + (b".%09d" % nanos).rstrip(b"0") + zone if nanos else self._second_text + zone
-            head, tail = parts[selected[index % n_selected]]
-            line = head + stamp + tail
+            if after_pid is None:
+                line = head + stamp + tail
+            else:
+                line = head + stamp + tail + b"%d" % (2 + index % 4_194_000) + after_pid
             chunks.append(b"%x\r\n%s\r\n" % (len(line), line))
             ns += step
         return b"".join(chunks)

@@ -124,6 +124,10 @@ class Options(usage.Options):
          "Seconds an event's timestamp may lie ahead of this host's clock and still be the point "
          "a backfill resumes from (0 = trust every timestamp).",
          _positive_float("max-clock-skew")],
+        ["backfill-overlap", None, 1.0,
+         "Seconds before the newest counted event that a backfill after a break re-reads, for "
+         "events cAdvisor dates early (OOMs up to a second); they are de-duplicated.",
+         _positive_float("backfill-overlap")],
         ["proxy-concurrency", None, 4,
          "Concurrent /proxy fetches; beyond, 503 with Retry-After: 1.",
          _positive_int("proxy-concurrency")],
@@ -184,7 +188,7 @@ class Options(usage.Options):
         if not self["target"] and env.get("target"):
             for value in env["target"]:
                 self.opt_target(value)
-        for name in ("series-ttl", "upstream-timeout", "connect-timeout", "max-clock-skew"):
+        for name in ("series-ttl", "upstream-timeout", "connect-timeout", "max-clock-skew", "backfill-overlap"):
             self[name] = self._coerce(name, _positive_float(name))
         for name in ("max-series", "proxy-concurrency"):
             self[name] = self._coerce(name, _positive_int(name))
@@ -292,6 +296,7 @@ def makeService(config: Options, reactor=None) -> service.MultiService:
             first_delay=first_delay,
             connect_gate=connect_gate,
             max_clock_skew=config["max-clock-skew"] or None,
+            backfill_overlap=config["backfill-overlap"],
         )
 
     fleet = FleetService(

@@ -10,6 +10,7 @@ Waiting here is always for real I/O (a bounded poll), never for time to pass.
 from __future__ import annotations
 
 import json
+import collections
 import os
 import random
 import signal
@@ -115,7 +116,8 @@ class NoLossTests(unittest.TestCase):
                 sim.end_streams() if round_ % 2 else sim.cut_streams()
                 # Emitted while this host's stream is down: only history has them.
                 sim.emit_random(rng.randint(1, 5))
-                sim.emit_oom(sim.container_pool[0], 'java "main" <&>', 4242)
+                # A new OOM kill each round (a kernel does not reuse a pid within a second).
+                sim.emit_oom(sim.container_pool[0], 'java "main" <&>', 4242 + round_)
             yield wait_for(all_up(round_ + 2), what=f"every stream back after break {round_ + 1}")
         for sim in hosts.sims:
             sim.stop_emitting()
@@ -135,6 +137,65 @@ class NoLossTests(unittest.TestCase):
             self.assertEqual(follower.failures.get("eof", 0) + follower.failures.get("cut", 0), 8)
             self.assertGreater(follower.backfilled, 25)
         self.assertGreater(sum(len(sim.emitted) for sim in hosts.sims), 20 * 100)
+
+
+class RestartTests(unittest.TestCase):
+    """Counts equal ground truth through cAdvisor restarts that replay OOMs shifted, as real ones do."""
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_five_hosts_restarted_with_shifted_replays_count_every_oom_once(self):
+        hosts = Hosts(5)
+        self.addCleanup(hosts.stop)
+        for sim in hosts.sims:
+            sim.emit_random(20)
+        counters = EventCounters(reactor)
+        client = CAdvisorClient(reactor, http=stream_http_client(reactor))
+        fleet = FleetService(
+            lambda spec, first_delay: Follower(spec.target, client=client, counters=counters.host(spec.target.name),
+                                               clock=reactor, backoff=lambda retries: 0.05, first_delay=first_delay),
+            clock=reactor)
+        fleet.set_targets([TargetSpec(target=parse_target(name)) for name in hosts.names])
+        fleet.startService()
+        self.addCleanup(fleet.stopService)
+        followers = [fleet.followers[name] for name in hosts.names]
+
+        def exact():
+            return all(f.state == "up" and counters.hosts[name].values() == dict(sim.ground_truth())
+                       for f, (name, sim) in zip(followers, hosts.by_name().items()))
+
+        yield wait_for(exact, what="the seed")
+        rng = random.Random(3)
+        pid = 1000
+        for round_ in range(6):
+            for sim in hosts.sims:
+                container = sim.container_pool[round_ % 3]
+                for _ in range(2):  # OOM kills are the newest events counted
+                    pid += 1
+                    sim.emit_oom(container, "java", pid)
+            yield wait_for(exact, what=f"the OOMs of round {round_ + 1}")
+            for sim in hosts.sims:
+                pid += 1
+                sim.kernel_oom(sim.container_pool[0], "node", pid)  # while it is down: new
+                # Replays into history, or onto the streams the followers open meanwhile.
+                sim.restart(replay_delay=None if round_ % 2 else rng.uniform(0.05, 0.3),
+                            oom_clock_error=rng.random())
+            try:
+                yield wait_for(lambda: all(sim.open_streams and not sim.replaying for sim in hosts.sims) and exact(),
+                               what=f"every host back after restart {round_ + 1}")
+            except AssertionError:
+                self.fail(f"after restart {round_ + 1}: " + "; ".join(
+                    f"{name} {f.state}: over {dict(collections.Counter(counters.hosts[name].values()) - sim.ground_truth())}"
+                    f" short {dict(sim.ground_truth() - collections.Counter(counters.hosts[name].values()))}"
+                    for f, (name, sim) in zip(followers, hosts.by_name().items())))
+            for sim in hosts.sims:
+                sim.emit_random(3)
+            yield wait_for(exact, what="live events after the restart")
+        for f, sim in zip(followers, hosts.sims):
+            self.assertGreater(len(sim.replayed), 20)
+            self.assertGreaterEqual(f.duplicates_dropped, len(sim.replayed) // 2)
+            self.assertEqual(f.gaps, 6)  # each restart lost the history counted since the last one
 
 
 class Exporter(protocol.ProcessProtocol):

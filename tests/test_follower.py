@@ -22,10 +22,12 @@ from twisted.web.client import ResponseDone, ResponseFailed
 from twisted.web.http import PotentialDataLoss
 
 from cadvisor_events.cadvisor import Target, UpstreamError
-from cadvisor_events.dedup import RECENT_TAIL, Watermark, event_ns, merge_backfill, parse_history
-from cadvisor_events.event import Event, InvalidEvent, decode_event, timestamp_ns
+from cadvisor_events.event import Event, InvalidEvent, decode_event, parse_history, strict_timestamp_ns, timestamp_ns
+from cadvisor_events.ledger import MAX_OOMS, RECENT_TAIL, Ledger, merge_backfill
 from cadvisor_events.gate import ConnectGate
-from cadvisor_events.follower import Follower
+from cadvisor_events.follower import PARTNER_WAIT, Follower
+
+from .support import before
 
 TARGET = Target("cadvisor.example", 8080)
 NO_JITTER = backoffPolicy(initialDelay=1.0, maxDelay=30.0, factor=2.0, jitter=lambda: 0)
@@ -254,7 +256,7 @@ class FirstConnectTests(FollowerTestCase):
 
 
 class ReconnectTests(FollowerTestCase):
-    def test_backfills_from_the_original_timestamp_string(self):
+    def test_backfills_from_one_overlap_before_the_newest_with_nanoseconds(self):
         f = self.make()
         response = self.up(A)
         newest = event("/docker/x", "containerDeletion", "2026-11-24T20:00:09.100000009+00:00")
@@ -263,10 +265,10 @@ class ReconnectTests(FollowerTestCase):
         self.assertEqual(self.counters.total, 3)
         response.end()
         self.assertEqual((f.state, f.up, f.failures), ("down", False, {"eof": 1}))
-        self.assertEqual(f.backfill_since, "2026-11-24T20:00:09.100000009+00:00")
+        self.assertEqual(f.backfill_since, "2026-11-24T20:00:08.100000009Z")  # one second before, in UTC
         self.clock.advance(1)
         self.client.accept()
-        self.assertEqual(self.client.last_start_time, "2026-11-24T20:00:09.100000009+00:00")
+        self.assertEqual(self.client.last_start_time, "2026-11-24T20:00:08.100000009Z")
 
     def test_inclusive_boundary_not_double_counted(self):
         f = self.make()
@@ -275,9 +277,9 @@ class ReconnectTests(FollowerTestCase):
         self.assertEqual(f.failures, {"cut": 1})
         self.clock.advance(1)
         self.client.accept()
-        # B is an OOM, which a restarted cAdvisor re-adds: ask from A (the newest other event
-        # counted), so that finding it again tells history is whole (no gap).
-        self.assertEqual(self.client.last_start_time, ts(1))
+        # B is an OOM, which a restarted cAdvisor re-adds: ask from a second before A (the
+        # newest other event counted), so that finding A again tells history is whole (no gap).
+        self.assertEqual(self.client.last_start_time, before(ts(1), 1))
         # A and B again (inclusive bound), C shares B's nanosecond but was never counted, D is new.
         self.client.answer_history(A, B, C, D)
         self.assertEqual(self.counters.counts, collections.Counter(map(key, [A, B, C, D])))
@@ -574,7 +576,7 @@ class GateTests(FollowerTestCase):
             f.stopService()
         for c in clients:
             for response in c.responses:
-                if response.protocol is not None and not response.protocol._ended:
+                if response.protocol is not None and not response.protocol.ended:
                     response.reset()
 
     def test_stop_while_waiting_for_the_gate(self):
@@ -664,41 +666,137 @@ class BoundedStateTests(FollowerTestCase):
         for i in range(50_000):
             stamp = ts(10 + i // 1000, (i % 1000) * 1000 + 1)
             response.protocol.dataReceived(
-                event("/docker/a", "oom", stamp) + b"\n" + event("/docker/a", "oomKill", stamp, "java", i) + b"\n")
+                event("/docker/a", "oom", stamp) + b"\n" + event("/docker/a", "oomKill", stamp, "java", i + 2) + b"\n")
         self.assertEqual(self.counters.total, 100_001)
-        self.assertEqual(len(f._mark.ties), 2)
+        self.assertLessEqual(len(f._ledger), MAX_OOMS + 2)
         self.assertIsNone(f._buffer)
         self.clock.advance(30)
         self.assertIsNone(f._recent)
-        self.assertIsNone(f._floor)
         self.assertEqual(response.protocol.buffered, 0)
         self.assertFalse(getattr(f, "__dict__", {}))  # everything in __slots__
+
+
+class EarlyDatedTests(FollowerTestCase):
+    """cAdvisor dates OOMs up to a second early: an OOM can sort before what was already counted."""
+
+    def test_an_oom_dated_before_the_newest_event_is_recovered_after_each_break(self):
+        f = self.make()
+        response = self.up(A)
+        for round_ in range(5):
+            created = event(f"/docker/n{round_}", "containerCreation", ts(10 * round_ + 10))
+            response.send(created)  # the newest counted event
+            response.cut()
+            self.clock.advance(f.retries and self.reconnect_delay())
+            response = self.client.accept()
+            # The kill happened after the cut, dated 0.3 s before the creation.
+            oom = event(f"/docker/n{round_}", "oom", ts(10 * round_ + 9, 700_000_000))
+            killed = event(f"/docker/n{round_}", "oomKill", ts(10 * round_ + 9, 700_000_000), "java", 100 + round_)
+            self.assertEqual(self.client.last_start_time, before(ts(10 * round_ + 10), 1))
+            self.client.answer_history(oom, killed, created)
+        self.assertEqual(sum(self.counters.counts[key(event(f"/docker/n{r}", t, ts(0), *p))]
+                             for r in range(5) for t, p in (("oom", ()), ("oomKill", ("java", 1)))), 10)
+        self.assertEqual((self.counters.total, f.gaps, f.duplicates_dropped), (1 + 5 + 10, 0, 5))
+
+    def test_the_overlap_is_an_option(self):
+        f = self.make(backfill_overlap=0.25)
+        self.up(A).cut()
+        self.assertEqual(f.backfill_since, before(ts(1), 0.25))
+
+    def test_the_settle_window_counts_a_live_event_dated_before_the_resume_point(self):
+        f = self.make()
+        response = self.up(A, D)
+        response.cut()
+        self.clock.advance(1)
+        response = self.client.accept()
+        self.client.answer_history(D, E)  # settling now
+        self.assertIsNotNone(f._recent)
+        early = event("/docker/b", "oom", ts(2)), event("/docker/b", "oomKill", ts(2), "java", 9)
+        response.send(*early)  # dated before the resume point (E less a second)
+        self.assertEqual(self.counters.counts[key(early[1])], 1)
+        self.assertEqual(self.counters.counts[key(early[0])], 1)
+
+
+class ReplayTests(FollowerTestCase):
+    """A restarted cAdvisor re-adds the counted OOMs shifted by up to a second."""
+
+    def kill(self, second: int, nanos: int, pid: int, container: str = "/docker/k"):
+        stamp = ts(second, nanos)
+        return event(container, "oom", stamp), event(container, "oomKill", stamp, "java", pid)
+
+    def test_a_shifted_replay_in_history_is_dropped_and_a_downtime_oom_counted(self):
+        f = self.make()
+        response = self.up(A)
+        response.send(*self.kill(5, 100_000_000, 42))  # the newest counted events are OOMs
+        response.cut()  # cAdvisor restarts: history emptied, kernel log replayed shifted +0.9 s
+        self.clock.advance(1)
+        self.client.accept()
+        self.assertEqual(self.client.last_start_time, before(ts(1), 1))
+        self.client.answer_history(*self.kill(6, 0, 42), *self.kill(30, 500, 43))
+        self.assertEqual(self.counters.counts[("/docker/k", "oomKill", "java")], 2)
+        self.assertEqual(self.counters.counts[("/docker/k", "oom", "")], 2)
+        self.assertEqual((f.duplicates_dropped, f.gaps), (2, 1))  # A is gone: the restart lost history
+
+    def test_a_replay_on_the_new_stream_is_dropped_through_repeated_restarts(self):
+        f = self.make()
+        response = self.up(A)
+        response.send(*self.kill(5, 500_000_000, 42))
+        for nanos in (900_000_000, 0, 700_000_000):  # three restarts, shifts +0.4, -0.5, +0.2
+            response.cut()
+            self.clock.advance(self.reconnect_delay())
+            response = self.client.accept()
+            self.client.answer_history(A)
+            response.send(*self.kill(5, nanos, 42))  # the replay, after the backfill
+            self.clock.advance(30)  # and once the settle window is over
+            response.send(*self.kill(5, nanos + 1, 42))
+        self.assertEqual(self.counters.total, 3)
+        self.assertEqual(f.duplicates_dropped, 3 + 12)
+
+    def test_a_new_kill_in_the_same_second_is_counted(self):
+        f = self.make()
+        response = self.up(A)
+        response.send(*self.kill(5, 0, 42))
+        response.send(*self.kill(5, 300_000_000, 43))  # another process of the container
+        response.send(*self.kill(7, 0, 42))  # the pid reused two seconds later
+        self.assertEqual(self.counters.counts[("/docker/k", "oomKill", "java")], 3)
+        self.assertEqual(self.counters.counts[("/docker/k", "oom", "")], 3)
+        self.assertEqual(f.duplicates_dropped, 0)
+
+    def test_an_oom_waits_for_its_partner_at_most_a_second(self):
+        f = self.make()
+        response = self.up(A)
+        response.send(*self.kill(5, 0, 42))
+        lone = event("/docker/k", "oom", ts(5, 500_000_000))
+        response.send(lone)  # may be a replay: judged with the oomKill that follows it
+        self.assertEqual(self.counters.counts[key(lone)], 1)
+        self.clock.advance(PARTNER_WAIT)  # none came: judged alone (a counted oom is this close)
+        self.assertEqual((self.counters.counts[key(lone)], f.duplicates_dropped), (1, 1))
+        response.send(E)
+        self.assertEqual(self.counters.counts[key(E)], 1)
+
+    def test_a_held_oom_is_left_for_the_backfill_when_the_stream_breaks(self):
+        f = self.make()
+        response = self.up(A)
+        response.send(*self.kill(5, 0, 42))
+        oom, killed = self.kill(5, 400_000_000, 43)
+        response.send(oom)
+        response.cut()
+        self.clock.advance(1)
+        self.client.accept()
+        self.client.answer_history(A, *self.kill(5, 0, 42), oom, killed)
+        self.assertEqual(self.counters.counts[("/docker/k", "oom", "")], 2)
+        self.assertEqual(self.counters.counts[("/docker/k", "oomKill", "java")], 2)
+        self.assertIsNone(f._held)
 
 
 class DedupTests(unittest.TestCase):
     def timed(self, *lines):
         return [(decode_event(line), timestamp_ns(decode_event(line).timestamp)) for line in lines]
 
-    def test_watermark(self):
-        mark = Watermark()
-        self.assertIsNone(mark.seconds)
-        (a, na), (b, nb), (c, nc) = self.timed(A, B, C)
-        self.assertFalse(mark.seen(a, na))
-        self.assertTrue(mark.advance(a, na) and mark.advance(b, nb))
-        self.assertTrue(mark.advance(c, nc))
-        self.assertFalse(mark.advance(c, nc))
-        self.assertEqual((mark.text, mark.ties), (ts(2, 500), {b, c}))
-        self.assertTrue(mark.seen(a, na) and mark.seen(b, nb))
-        copy = mark.copy()
-        mark.advance(*self.timed(D)[0])
-        self.assertEqual(copy.ties, {b, c})
-
     def test_recent_window_is_bounded(self):
-        mark = Watermark()
         lines = [event("/docker/a", "oom", ts(i)) for i in range(3000)]
-        result = merge_backfill(mark, self.timed(*lines), [], None, lambda e: None)
+        result = merge_backfill(Ledger(), None, self.timed(*lines), [], None, lambda e: None)
         self.assertEqual(len(result.recent), RECENT_TAIL)
-        result = merge_backfill(Watermark(), self.timed(*lines), self.timed(lines[100]),
+        result = merge_backfill(Ledger(), None, self.timed(*lines), self.timed(lines[100]),
                                 timestamp_ns(ts(100)), lambda e: None)
         self.assertEqual(len(result.recent), 2900)
         self.assertEqual(result.dropped, 1)
@@ -719,13 +817,13 @@ class DedupTests(unittest.TestCase):
                             st.text(max_size=4)),
                   st.sampled_from(["Z", "z", "-03:00", "+05:30", "+0530", "", "Zx", "-3:00", "+aa:bb"])),
         st.text(max_size=40)))
-    def test_event_ns_agrees_with_timestamp_ns(self, text):
+    def test_cached_timestamp_ns_agrees_with_the_strict_parser(self, text):
         try:
-            want = timestamp_ns(text)
+            want = strict_timestamp_ns(text)
         except InvalidEvent:
-            self.assertRaises(InvalidEvent, event_ns, text)
+            self.assertRaises(InvalidEvent, timestamp_ns, text)
         else:
-            self.assertEqual(event_ns(text), want)
+            self.assertEqual(timestamp_ns(text), want)
 
 
 class EndToEndTests(unittest.TestCase):

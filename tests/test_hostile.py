@@ -40,7 +40,8 @@ from zope.interface import implementer
 
 from cadvisor_events.cadvisor import CAdvisorClient, parse_target
 from cadvisor_events.counters import EventCounters
-from cadvisor_events.dedup import MAX_TIES, parse_history
+from cadvisor_events.event import parse_history
+from cadvisor_events.ledger import MAX_FUTURE, MAX_OOMS, MAX_WINDOW_EVENTS
 from cadvisor_events.event import InvalidEvent, decode_event, timestamp_ns
 from cadvisor_events.fleet import FleetService
 from cadvisor_events.follower import Follower
@@ -52,6 +53,7 @@ from cadvisor_events.streaming import stream_http_client
 from cadvisor_events.targets import TargetSpec
 from cadvisor_events.web import build_root
 
+from .support import before
 from .test_end_to_end import http_client
 from .test_follower import A, B, C, D, E, F, G, FakeClient, FollowerTestCase, event as good_event, ts
 
@@ -765,7 +767,7 @@ class FloodTests(unittest.TestCase):
             yield healthy_round(self, rig, healthy, events=3)
             lag.append(time.monotonic() - emitted)  # emit -> counted -> scraped
             line, decoder = stream_buffers(f)
-            for name, value in (("line", line), ("decoder", decoder), ("ties", len(f._mark.ties)),
+            for name, value in (("line", line), ("decoder", decoder), ("dedup_state", len(f._ledger)),
                                 ("server_unsent", flood.unsent()),
                                 ("in_flight_events", flood.events - f.received),
                                 ("rss_growth", (rss() or 0) - (start_rss or 0))):
@@ -784,7 +786,7 @@ class FloodTests(unittest.TestCase):
         self.assertLess(peaks["decoder"], 64 * 1024)
         self.assertLess(peaks["server_unsent"], 2 * MiB)
         return dict(rate=rate, seconds=elapsed, events=flood.events, pauses=flood.pauses, rounds=rounds,
-                    max_scrape=max(rig.latencies), max_healthy_lag=max(lag), ties_peak=peaks["ties"],
+                    max_scrape=max(rig.latencies), max_healthy_lag=max(lag), dedup_state_peak=peaks["dedup_state"],
                     line_peak=peaks["line"], decoder_peak=peaks["decoder"],
                     server_unsent_peak=peaks["server_unsent"], in_flight_peak=peaks["in_flight_events"],
                     rss_growth_peak=peaks["rss_growth"], dupes=f.duplicates_dropped), f
@@ -793,17 +795,17 @@ class FloodTests(unittest.TestCase):
     def test_flood_is_backpressured_and_bounded_while_the_healthy_host_and_metrics_are_served(self):
         result, f = yield self.flood(200_000)
         figures(self, **result)
-        self.assertLessEqual(result["ties_peak"], 2)
+        self.assertLessEqual(result["dedup_state_peak"], MAX_OOMS)  # every event an OOM kill: capped
         self.assertEqual(result["dupes"], 0)
         self.assertLess(result["rss_growth_peak"], 32 * MiB)
 
     @defer.inlineCallbacks
     def test_flood_of_one_timestamp_keeps_dedup_state_bounded(self):
         # Distinct events (pids) all at one nanosecond: every one is counted, and the
-        # de-duplication state stops growing at MAX_TIES (it grew with the flood before).
+        # de-duplication state stops growing at its cap.
         result, f = yield self.flood(100_000, same_timestamp=True)
         figures(self, **result)
-        self.assertLessEqual(result["ties_peak"], MAX_TIES + 1)
+        self.assertLessEqual(result["dedup_state_peak"], MAX_OOMS)
         self.assertEqual(result["dupes"], 0)
         self.assertLess(result["rss_growth_peak"], 32 * MiB)
 
@@ -936,7 +938,7 @@ class PropertyTests(unittest.TestCase):
                 response.protocol.dataReceived(b"\n".join(reversed(live_lines)) + b"\n")  # live again
             self.assertIn(f.state, ("up", "down"))
             self.assertLessEqual(sum(counters.hosts["hostile:8080"].values().values()), f.received)
-            self.assertLessEqual(len(f._mark.ties), MAX_TIES + 1)
+            self.assertLessEqual(len(f._ledger), MAX_OOMS + 2 * MAX_WINDOW_EVENTS + MAX_FUTURE)
             # Whatever was counted renders as valid exposition that parses back to the same counts.
             text = counters.render().decode() + FleetMetrics(fleet, counters).render()
             parsed = {}
@@ -949,7 +951,7 @@ class PropertyTests(unittest.TestCase):
         finally:
             f.stopService()
             for response in client.responses:
-                if response.protocol is not None and not response.protocol._ended:
+                if response.protocol is not None and not response.protocol.ended:
                     response.reset()
 
 
@@ -1018,7 +1020,7 @@ class FutureTimestampTests(FollowerTestCase):
         response = self.up(A)
         future = good_event("/docker/x", "containerCreation", "2099-01-01T00:00:00Z")
         response.send(future, B, C)
-        self.assertEqual(f.backfill_since, decode_event(A).timestamp)  # B, C are OOMs: the anchor
+        self.assertEqual(f.backfill_since, before(decode_event(A).timestamp, 1))  # B, C are OOMs: the anchor
         response.cut()
         self.clock.advance(1)
         response = self.client.accept()
@@ -1030,7 +1032,7 @@ class FutureTimestampTests(FollowerTestCase):
         self.assertEqual(self.counters.total, 8, f"lost: gaps={f.gaps} dropped={f.duplicates_dropped}")
         self.assertEqual((f.future_events, f.gaps), (1, 0))
         self.assertEqual(f.duplicates_dropped, 6)  # A, B, C, future, E from history/buffer; future live
-        self.assertEqual(f.backfill_since, decode_event(E).timestamp)  # F, G are OOMs: the anchor
+        self.assertEqual(f.backfill_since, before(decode_event(E).timestamp, 1))  # F, G are OOMs: the anchor
 
     def test_a_repeat_of_a_future_event_on_the_live_stream_is_dropped(self):
         f = self.make(settle_seconds=0)
@@ -1039,7 +1041,7 @@ class FutureTimestampTests(FollowerTestCase):
         response.send(future, future, B)
         self.assertEqual(self.counters.total, 3)
         self.assertEqual((f.future_events, f.duplicates_dropped), (1, 1))
-        self.assertEqual(f.backfill_since, decode_event(A).timestamp)
+        self.assertEqual(f.backfill_since, before(decode_event(A).timestamp, 1))
 
     def test_a_clock_ahead_within_the_skew_is_trusted(self):
         f = self.make()
@@ -1047,17 +1049,16 @@ class FutureTimestampTests(FollowerTestCase):
         ahead = good_event("/docker/y", "containerCreation",
                            rfc3339nano(int((self.clock.seconds() + self.SKEW - 1) * 1e9), 0))
         response.send(ahead)
-        self.assertEqual((f.future_events, f.backfill_since), (0, decode_event(ahead).timestamp))
+        self.assertEqual((f.future_events, f.backfill_since), (0, before(decode_event(ahead).timestamp, 1)))
 
     def test_future_state_is_bounded(self):
-        from cadvisor_events.dedup import MAX_FUTURE
         f = self.make(settle_seconds=0)
         response = self.up(A)
         floods = [good_event(f"/docker/f{i}", "containerCreation", "2099-01-01T00:00:00Z") for i in range(MAX_FUTURE + 50)]
         response.send(*floods)
         self.assertEqual(self.counters.total, 1 + len(floods))  # all counted
         self.assertEqual(f.future_events, len(floods))
-        self.assertLessEqual(len(f._mark.future), MAX_FUTURE)
+        self.assertLessEqual(len(f._ledger.future), MAX_FUTURE)
 
     def test_the_self_metric_reports_future_events(self):
         f = self.make()

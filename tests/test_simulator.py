@@ -188,11 +188,11 @@ class EventJsonTests(unittest.TestCase):
 
     def test_automatic_timestamps_are_strictly_increasing(self):
         sim = make_simulator(tz_offset_minutes=0)
-        stamps = [sim.emit("/a", "oom").timestamp for _ in range(3)]
+        stamps = [sim.emit("/a", "containerCreation").timestamp for _ in range(3)]
         self.assertEqual(stamps, ["2025-11-24T16:00:00Z", "2025-11-24T16:00:00.000000001Z",
                                   "2025-11-24T16:00:00.000000002Z"])
         sim.clock.advance(1.5)
-        self.assertEqual(sim.emit("/a", "oom").timestamp, "2025-11-24T16:00:01.5Z")
+        self.assertEqual(sim.emit("/a", "containerCreation").timestamp, "2025-11-24T16:00:01.5Z")
 
     def test_emit_random_names_survive_a_json_round_trip(self):
         sim = make_simulator()
@@ -347,7 +347,7 @@ class TimeBoundTests(HistoryMixin, unittest.TestCase):
         self.assertEqual(self.stamps(f"start_time={stamp}&end_time={stamp}"), [stamp])
 
     def test_bounds_do_not_lift_the_default_limit(self):
-        sim = make_simulator()
+        sim = make_simulator(oom_clock_error=0)
         for _ in range(12):
             sim.emit("/a", "oom")
         self.assertEqual(len(self.history(sim, "oom_events=1&start_time=2025-11-24T16:00:00Z", "/a")), 10)
@@ -478,7 +478,10 @@ class StorageTests(HistoryMixin, unittest.TestCase):
         self.assertEqual(len({e.container_name for e in events}), 50_000)
         stamps = [e.timestamp_ns for e in sim.history()]
         self.assertEqual(len(stamps), 100_000)
-        self.assertEqual(stamps, sorted(set(stamps)))
+        self.assertEqual(stamps, sorted(stamps))
+        pairs = [e for e in events if e.event_type in ("oom", "oomKill")]
+        self.assertEqual([e.event_type for e in pairs[:4]], ["oom", "oomKill", "oom", "oomKill"])
+        self.assertEqual(pairs[0].timestamp_ns, pairs[1].timestamp_ns)  # a kernel OOM: one timestamp
         self.assertGreaterEqual(stamps[0], (START - 3600) * NS)
         self.assertLess(stamps[-1], START * NS)
         self.assertLess(sim.emit("/a", "oom").timestamp_ns - stamps[-1], 3600 * NS)
@@ -498,18 +501,48 @@ class StorageTests(HistoryMixin, unittest.TestCase):
         held = sim.history_counts()
         self.assertEqual((held[("/docker/a", "oom", "")], held[("/docker/a", "oomKill", "java")]), (2, 1))
 
-    def test_restart_replays_ooms_with_original_timestamps(self):
-        sim = make_simulator()
+    def test_ooms_are_dated_early_by_the_runs_clock_error(self):
+        sim = make_simulator(oom_clock_error=0.4)
+        created = sim.emit("/docker/a", "containerCreation")
+        oom, kill = sim.emit_oom("/docker/a", "java", 42)
+        self.assertEqual(oom.timestamp_ns, kill.timestamp_ns)
+        self.assertEqual(created.timestamp_ns - oom.timestamp_ns, int(0.4 * NS) - 1)  # before its creation
+        types = [e["event_type"] for e in self.history(sim, ALL)]
+        self.assertEqual((sorted(types[:2]), types[2]), (["oom", "oomKill"], "containerCreation"))
+        drawn = make_simulator(seed=5).oom_clock_error
+        self.assertTrue(0 <= drawn < 1)
+        self.assertEqual(drawn, make_simulator(seed=5).oom_clock_error)  # seeded
+
+    def test_restart_replays_ooms_shifted_by_the_new_runs_clock_error(self):
+        sim = make_simulator(oom_clock_error=0.3)
         oom, kill = sim.emit_oom("/docker/a", "java", 42)
         sim.emit("/docker/a", "containerCreation")
-        before = self.history(sim, ALL)
         sim.clock.advance(3600)
-        sim.restart()
+        sim.restart(oom_clock_error=0.9)
         replayed = self.history(sim, ALL)
-        self.assertEqual([e["timestamp"] for e in replayed], [oom.timestamp, kill.timestamp])
-        self.assertEqual(replayed, before[:2])
-        self.assertEqual(sim.replayed, [oom, kill])
-        self.assertEqual(sum(sim.ground_truth().values()), 3)
+        shift = oom.timestamp_ns - int(0.6 * NS)
+        self.assertEqual([parse_rfc3339(e["timestamp"]) for e in replayed], [shift, shift])
+        self.assertEqual(sorted((e["container_name"], e["event_type"]) for e in replayed),
+                         [("/docker/a", "oom"), ("/docker/a", "oomKill")])  # one timestamp: either order
+        (replayed_kill,) = [e for e in replayed if e["event_type"] == "oomKill"]
+        self.assertEqual(replayed_kill["event_data"]["oom"], {"pid": 42, "process_name": "java"})
+        self.assertEqual([e.timestamp_ns for e in sim.replayed], [shift, shift])
+        self.assertEqual(sum(sim.ground_truth().values()), 3)  # replays are not new events
+        sim.restart()  # each run draws its own error: the shift stays within a second
+        again = [e.timestamp_ns for e in sim.replayed[2:]]
+        self.assertTrue(all(abs(t - oom.timestamp_ns) < NS for t in again), again)
+
+    def test_an_oom_while_cadvisor_is_down_is_new_in_the_replay(self):
+        sim = make_simulator(oom_clock_error=0.2)
+        sim.emit_oom("/docker/a", "java", 42)
+        sim.clock.advance(10)
+        sim.kernel_oom("/docker/a", "java", 43)
+        self.assertEqual(sum(sim.ground_truth().values()), 2)  # nothing emitted yet
+        sim.restart(oom_clock_error=0.7)
+        self.assertEqual(sum(sim.ground_truth().values()), 4)
+        self.assertEqual(sim.ground_truth()[("/docker/a", "oomKill", "java")], 2)
+        self.assertEqual(len(sim.replayed), 2)
+        self.assertEqual(len(self.history(sim, ALL)), 4)
 
     def test_restart_keeping_history_duplicates_the_ooms(self):
         sim = make_simulator()
@@ -542,6 +575,10 @@ class GeneratorTests(unittest.TestCase):
         first, second = make_simulator(seed=3), make_simulator(seed=3)
         events = first.emit_random(2000)
         self.assertEqual([e.to_json() for e in events], [e.to_json() for e in second.emit_random(2000)])
+        self.assertEqual(len(events), 2000)
+        kills = [i for i, e in enumerate(events) if e.event_type == "oomKill"]
+        self.assertTrue(all(events[i - 1].event_type == "oom" and events[i - 1].timestamp == events[i].timestamp
+                            for i in kills))  # OOMs come in pairs, as from a kernel
         shares = {t: sum(e.event_type == t for e in events) / 2000 for t in
                   ("containerCreation", "containerDeletion", "oom", "oomKill")}
         self.assertLess(abs(shares["containerCreation"] - 0.4), 0.05, shares)
@@ -749,14 +786,16 @@ class StreamTests(LoopbackMixin, unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_restart_cuts_streams_and_replays_to_streams_opened_meanwhile(self):
-        oom, kill = self.sim.emit_oom("/docker/a", "java", 7)
+        self.sim.emit_oom("/docker/a", "java", 7)
         before = yield self.open_raw(b"/api/v1.3/events?stream=true&all_events=true&subcontainers=true")
         self.sim.restart(replay_delay=5)
         yield before.lost
         self.assertEqual(self.sim.open_streams, 0)
         after = yield self.open_raw(b"/api/v1.3/events?stream=true&oom_kill_events=true&subcontainers=true")
-        expected = after.data + chunk(kill)
+        headers = after.data
         self.sim.clock.advance(5)
+        oom, kill = self.sim.replayed
+        expected = headers + chunk(kill)
         data = yield after.wait_for(lambda data: len(data) >= len(expected))
         self.assertEqual(data, expected)
         self.assertEqual([e.timestamp for e in self.sim.history()], [oom.timestamp, kill.timestamp])
@@ -785,12 +824,12 @@ class BurstTests(LoopbackMixin, unittest.TestCase):
     def test_burst_writes_each_stream_its_events_one_chunk_each(self):
         everything = yield self.open_raw(self.ALL_STREAM)
         kills = yield self.open_raw(b"/api/v1.3/events?stream=true&oom_kill_events=true&subcontainers=true")
-        before = self.sim.emit("/docker/a", "oom")
+        before = self.sim.emit("/docker/a", "containerCreation")
         burst = self.sim.start_burst(1000, keys=16, batch=50)
         self.sim.clock.advance(0)
         yield burst.done
         self.assertEqual(burst.written, [1000, 1000])
-        after = self.sim.emit("/docker/a", "oom")
+        after = self.sim.emit("/docker/a", "containerDeletion")
         yield everything.wait_for(lambda data: after.to_json() in data)
         yield kills.wait_for(lambda data: len(self.dechunk(data)) >= 1000)
         events = [json.loads(c) for c in self.dechunk(everything.data)]
@@ -799,7 +838,13 @@ class BurstTests(LoopbackMixin, unittest.TestCase):
         burst_events = events[1:-1]
         stamps = [parse_rfc3339(e["timestamp"]) for e in events]
         self.assertEqual(stamps, sorted(stamps))
-        self.assertEqual(len(set(stamps)), len(stamps))
+        for index, e in enumerate(burst_events):  # a kill shares its oom's timestamp, with a new pid
+            if e["event_type"] == "oomKill":
+                self.assertEqual((burst_events[index - 1]["event_type"], burst_events[index - 1]["timestamp"]),
+                                 ("oom", e["timestamp"]))
+        self.assertEqual(len(set(stamps)), len(stamps) - sum(e["event_type"] == "oomKill" for e in burst_events))
+        pids = [e["event_data"]["oom"]["pid"] for e in burst_events if e["event_type"] == "oomKill"]
+        self.assertEqual(len(set(pids)), len(pids))
         def key(e):
             return (e["container_name"], e["event_type"], (e["event_data"].get("oom") or {}).get("process_name", ""))
         import collections

@@ -28,10 +28,12 @@ from cadvisor_events.counters import EventCounters
 from cadvisor_events.event import Event
 from cadvisor_events.fleet import FleetService
 from cadvisor_events.follower import Follower
+from cadvisor_events.ledger import MAX_OOMS, MAX_WINDOW_EVENTS
 from cadvisor_events.selfmetrics import FleetMetrics
 from cadvisor_events.streaming import stream_http_client
 from cadvisor_events.targets import TargetSpec
 
+from .support import before
 from .test_end_to_end import Hosts, wait_for
 from .test_follower import NO_JITTER, FakeClient, event, key, ts
 from .test_hostile import SCRAPE_BUDGET, Healthy, Rig, counted, figures, rss, transport_of, until
@@ -53,16 +55,20 @@ LOSSY = frozenset(("restart_lost", "cut_then_restart_lost"))
 FATES = ("no_loss", "one_loss", "any")
 
 
-def first_at_or_after(events, timestamp_ns: int) -> int:
-    """Index of the first event at or after ``timestamp_ns`` (events sorted by time)."""
-    low, high = 0, len(events)
-    while low < high:
-        middle = (low + high) // 2
-        if events[middle].timestamp_ns < timestamp_ns:
-            low = middle + 1
-        else:
-            high = middle
-    return low
+#: How far out of time order the simulator emits: OOMs are dated up to a second early.
+DISORDER_NS = 1_000_000_000
+
+
+def emitted_since(events, timestamp_ns: int):
+    """The events dated at or after ``timestamp_ns``, of events emitted in time order
+    but for OOMs dated up to :data:`DISORDER_NS` early (scanned from the newest)."""
+    since = []
+    for emitted_event in reversed(events):
+        if emitted_event.timestamp_ns >= timestamp_ns:
+            since.append(emitted_event)
+        elif emitted_event.timestamp_ns < timestamp_ns - DISORDER_NS:
+            break
+    return since
 
 
 class ChaosHost:
@@ -92,8 +98,7 @@ class ChaosHost:
     def history_lost(self, now: float) -> None:
         """The simulator is about to forget its history: record what that makes unrecoverable."""
         self.broken(now)  # the restart cuts the stream first
-        emitted = self.sim.emitted
-        for emitted_event in emitted[first_at_or_after(emitted, self.window_start):]:
+        for emitted_event in emitted_since(self.sim.emitted, self.window_start):
             if emitted_event.event_type not in OOM_TYPES:
                 self.candidates[emitted_event.counting_key] += 1
         self.window_start = int(now * 1e9)  # those are counted as candidates once
@@ -216,7 +221,7 @@ class GapTests(unittest.TestCase):
     def _stop(self):
         d = self.follower.stopService()
         for response in self.client.responses:
-            if response.protocol is not None and not response.protocol._ended:
+            if response.protocol is not None and not response.protocol.ended:
                 response.reset()
         return d
 
@@ -239,7 +244,7 @@ class GapTests(unittest.TestCase):
         self.client.answer_history(A, B, C, D)
         self.assertEqual(f.gaps, 0)  # a first connect (the seed) is never a gap
         self.reconnect(D, E)
-        self.assertEqual(self.client.last_start_time, ts(3, 123456789))
+        self.assertEqual(self.client.last_start_time, before(ts(3, 123456789), 1))
         self.assertEqual((f.gaps, self.counts()), (0, collections.Counter(map(key, [A, B, C, D, E]))))
 
     def test_empty_history_after_a_restart_is_a_gap_and_logged(self):
@@ -254,7 +259,7 @@ class GapTests(unittest.TestCase):
         self.reconnect()  # cAdvisor restarted: nothing in history
         self.assertEqual(f.gaps, 1)
         (gap,) = [e for e in logged if "gap in the history" in e.get("log_format", "")]
-        self.assertEqual((gap["host"], gap["since"]), (TARGET.name, ts(3, 123456789)))
+        self.assertEqual((gap["host"], gap["since"]), (TARGET.name, before(ts(3, 123456789), 1)))
         self.assertEqual(gap["log_level"].name, "warn")
 
     def test_history_that_begins_after_the_mark_is_a_gap(self):
@@ -265,7 +270,7 @@ class GapTests(unittest.TestCase):
         self.reconnect(D, E)  # B and C aged out (and whatever came between them and D)
         self.assertEqual(f.gaps, 1)
         self.assertEqual(self.counts(), collections.Counter(map(key, [A, B, C, D, E])))
-        self.reconnect(E)  # this one still holds the new mark
+        self.reconnect(D, E)  # this one still holds what was counted since a second before the newest
         self.assertEqual(f.gaps, 1)
 
     def test_one_of_two_boundary_events_missing_is_a_gap(self):
@@ -293,12 +298,12 @@ class GapTests(unittest.TestCase):
         self.client.accept()
         self.client.answer_history(A, B, C)
         self.reconnect(A, B, C, E)  # history kept: no gap
-        self.assertEqual((self.client.last_start_time, f.gaps), (ts(1), 0))
+        self.assertEqual((self.client.last_start_time, f.gaps), (before(ts(1), 1), 0))
         self.assertEqual(f.duplicates_dropped, 3)
         response = self.client.responses[-1]
         response.send(F := event("/docker/c", "oom", ts(5)), G := event("/docker/c", "oomKill", ts(5), "node", 7))
         self.reconnect(F, G)  # restarted: only the replayed OOMs (whatever came after E is gone)
-        self.assertEqual((self.client.last_start_time, f.gaps), (ts(4, 1), 1))
+        self.assertEqual((self.client.last_start_time, f.gaps), (before(ts(4, 1), 1), 1))
 
     def test_oom_only_following_has_no_anchor_and_replays_lose_nothing(self):
         f = self.make(oom_only=True)
@@ -306,7 +311,7 @@ class GapTests(unittest.TestCase):
         self.client.accept()
         self.client.answer_history(B, C)
         self.reconnect(B, C)  # every event is an OOM: a restart re-adds them all
-        self.assertEqual((self.client.last_start_time, f.gaps), (ts(2, 500), 0))
+        self.assertEqual((self.client.last_start_time, f.gaps), (before(ts(2, 500), 1), 0))
 
     def test_gaps_in_self_metrics(self):
         f = self.make()
@@ -374,7 +379,7 @@ class SoakTests(unittest.TestCase):
                 for name, sim in hosts.by_name().items()
                 if followers[name].state != "up" or sim.open_streams != 1))
         last = {name: sim.emit_random(3)[-1].timestamp_ns for name, sim in hosts.by_name().items()}
-        yield wait_for(lambda: all(followers[name]._mark.ns >= ns for name, ns in last.items()),
+        yield wait_for(lambda: all(followers[name]._ledger.newest_ns >= ns for name, ns in last.items()),
                        timeout=30, what="the last events counted live")
 
         result = chaos.check({name: collections.Counter(counters.hosts[name].values()) for name in followers},
@@ -389,7 +394,8 @@ class SoakTests(unittest.TestCase):
         self.assertEqual(set(result["kinds"]), set(KINDS))
         for f in followers.values():  # and the per-host state is back to small
             self.assertIsNone(f._buffer)
-            self.assertLessEqual(len(f._mark.ties), 2)
+            self.assertLessEqual(len(f._ledger.ooms), MAX_OOMS)  # the OOMs counted, for replays
+            self.assertLessEqual(len(f._ledger._window) + len(f._ledger._previous), 2 * MAX_WINDOW_EVENTS)
 
 
 def kernel_send_queue(transport) -> int:

@@ -46,6 +46,7 @@ class FakeFollower:
         self.duplicates_dropped = 1
         self.gaps = 0 if up else 2
         self.future_events = 0
+        self.dedup_evicted = {"window": 0, "oom": 1 if up else 0}
         self.last_event_time = 1_700_000_001.5 if up else None
         self.last_error = None if up else "http://b:1: connection refused"
 

@@ -1,0 +1,412 @@
+"""What one host's follower has counted, so that no event is counted twice.
+
+A follower cannot remember every event it counted and does not need to. A
+cAdvisor sends three kinds of repeats, and :class:`Ledger` recognises each
+with bounded state:
+
+* **Overlap after a break.** The backfill asks history from ``overlap``
+  (default one second) before the newest counted non-OOM timestamp, because
+  cAdvisor may date an event before what was already seen (OOMs up to a
+  second early, creation events at the container's creation time). The
+  events counted in that last window are remembered exactly, two
+  generations of one window each, at most :data:`MAX_WINDOW_EVENTS` per
+  generation.
+* **OOMs a restarted cAdvisor replays.** It re-reads the kernel log and
+  re-adds every OOM still there, each run dated with its own boot-time error,
+  so the same OOM comes back shifted by up to a second. :class:`OomMemory`
+  keeps the counted OOMs for cAdvisor's retention (24 h), at most
+  :data:`MAX_OOMS` per host, and matches by container, pid and process name
+  within a second; an ``oom`` (which has no pid) goes with the ``oomKill``
+  that shares its timestamp.
+* **Timestamps far in the future** (a broken clock, a hostile host): counted
+  and remembered, at most :data:`MAX_FUTURE`, but never the point a backfill
+  resumes from.
+
+:func:`merge_backfill` applies the ledger to a reconnect's history answer and
+to the stream events buffered while it was fetched. Nothing here does I/O,
+reads a clock other than the one it is given, or counts anything itself: the
+caller counts what :meth:`Ledger.offer` accepts.
+"""
+
+from __future__ import annotations
+
+import collections
+from bisect import bisect_left, insort
+from typing import Callable, Iterable, List, Optional, Sequence, Set, Tuple
+
+from twisted.logger import Logger
+
+from .event import NS_PER_SECOND, OOM_TYPES, Event, format_timestamp, timestamp_ns
+
+__all__ = ["Ledger", "OomMemory", "Backfill", "merge_backfill", "oom_partner", "MAX_WINDOW_EVENTS",
+           "MAX_OOMS", "MAX_FUTURE", "OOM_RETENTION", "REPLAY_TOLERANCE", "RECENT_TAIL"]
+
+log = Logger()
+
+#: Events remembered per generation of the overlap window. A flood of events dated
+#: within one window cannot grow a follower's memory: beyond this they are counted
+#: but not remembered (a repeat of one of them in the next backfill would count
+#: again), and :attr:`Ledger.window_evicted` says how many.
+MAX_WINDOW_EVENTS = 4096
+
+#: Counted OOM events (``oom`` and ``oomKill``) remembered per host to recognise replays.
+MAX_OOMS = 4096
+#: How long a counted OOM is remembered: cAdvisor's default history age limit.
+OOM_RETENTION = 24 * 3600 * NS_PER_SECOND
+#: A replayed OOM lies within this of the counted one (each cAdvisor run dates OOMs up
+#: to a second early, so two runs differ by less than a second).
+REPLAY_TOLERANCE = NS_PER_SECOND
+
+#: Events dated too far ahead remembered (see :meth:`Ledger.offer`).
+MAX_FUTURE = 1024
+
+#: History events kept after a backfill for the settle window, besides those
+#: overlapping the buffered stream events: the newest ones, which a stream may
+#: still deliver after the history answer arrived.
+RECENT_TAIL = 1024
+
+_NO_MARK = -(1 << 80)
+_NO_LIMIT = 1 << 80
+
+TimedEvent = Tuple[Event, int]
+
+
+class OomMemory:
+    """The OOMs one host's follower counted, to recognise a restarted cAdvisor's replays.
+
+    A replayed ``oomKill`` has the same container, pid and process name as a
+    counted one and lies within :data:`REPLAY_TOLERANCE` of it. A replayed
+    ``oom`` is recognised through its partner, the ``oomKill`` that shares
+    its timestamp: if the partner matches a counted kill at ``t``, the
+    ``oom`` is a replay exactly when an ``oom`` of its container was counted
+    at ``t``. Without a partner, any counted ``oom`` of its container within
+    the tolerance makes it a replay. An OOM dated before what the memory
+    still covers (older than the retention, or than the newest one evicted
+    by the cap) cannot be told apart and is taken as a replay: a new OOM is
+    dated at most a second early, and the cap is only reached within a
+    second by a flood no kernel sends (it rate-limits its OOM reports).
+    """
+
+    __slots__ = ("_kills", "_ooms", "_order", "newest_ns", "horizon_ns", "evicted", "_max", "_name")
+
+    def __init__(self, max_ooms: int = MAX_OOMS, name: str = "") -> None:
+        # Timestamps of counted OOMs by key: one int, or a sorted list when a key has several.
+        # Ints and tuples of plain values keep the garbage collector out of this state.
+        #: (container, pid, process name) -> timestamps of counted ``oomKill`` events.
+        self._kills: dict = {}
+        #: container -> timestamps of counted ``oom`` events.
+        self._ooms: dict = {}
+        #: (ns, is a kill, key) in the order remembered, for the age and size limits.
+        self._order: collections.deque = collections.deque()
+        self.newest_ns = _NO_MARK
+        #: OOMs dated before this are older than what is remembered.
+        self.horizon_ns = _NO_MARK
+        #: OOMs forgotten because of the cap (not the age limit).
+        self.evicted = 0
+        self._max = max_ooms
+        self._name = name
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def offer(self, event: Event, ns: int, partner: Optional[Event] = None) -> bool:
+        """Remember ``event`` and return True if it is a new OOM, else False (a replay)."""
+        if ns < self.horizon_ns or ns < self.newest_ns - OOM_RETENTION:
+            return False
+        if event.event_type == "oomKill":
+            table, key = self._kills, _kill_key(event)
+            if _near(table.get(key), ns) is not None:
+                return False
+        else:
+            table, key = self._ooms, event.container_name
+            counted = table.get(key)
+            if counted:
+                if _holds(counted, ns):  # this very event (two OOMs of one cgroup never share a nanosecond)
+                    return False
+                original = _near(self._kills.get(_kill_key(partner)), ns) if partner is not None else None
+                if original is not None:
+                    if _holds(counted, original):
+                        return False
+                elif partner is None and _near(counted, ns) is not None:
+                    return False
+        self._remember(table, key, ns)
+        return True
+
+    def needs_partner(self, event: Event, ns: int) -> bool:
+        """Whether an ``oom`` could be a replay, so that its partner must be seen first."""
+        return _near(self._ooms.get(event.container_name), ns) is not None
+
+    def _remember(self, table: dict, key, ns: int) -> None:
+        times = table.get(key)
+        if times is None:
+            table[key] = ns
+        elif type(times) is int:
+            table[key] = [times, ns] if ns >= times else [ns, times]
+        elif ns >= times[-1]:
+            times.append(ns)
+        else:
+            insort(times, ns)
+        order = self._order
+        order.append((ns, table is self._kills, key))
+        if ns > self.newest_ns:
+            self.newest_ns = ns
+        if len(order) > self._max or order[0][0] < self.newest_ns - OOM_RETENTION:
+            self._forget_oldest()
+
+    def _forget_oldest(self) -> None:
+        """Drop what is past the retention, and the oldest beyond the cap (counted)."""
+        order = self._order
+        oldest_kept = self.newest_ns - OOM_RETENTION
+        while order and (len(order) > self._max or order[0][0] < oldest_kept):
+            old_ns, is_kill, old_key = order.popleft()
+            if old_ns >= oldest_kept:
+                self.evicted += 1
+                if old_ns > self.horizon_ns:
+                    self.horizon_ns = old_ns
+                if self.evicted == 1:
+                    log.warn("{name}: over {n} OOMs remembered; the oldest are forgotten, and a replay "
+                             "of them is taken as already counted (said once)", name=self._name, n=self._max)
+            old_table = self._kills if is_kill else self._ooms
+            times = old_table[old_key]
+            if type(times) is int:
+                del old_table[old_key]
+            else:
+                times.remove(old_ns)
+                if len(times) == 1:
+                    old_table[old_key] = times[0]
+
+
+def _kill_key(event: Event) -> tuple:
+    data = event.event_data
+    oom = data.oom if data is not None else None
+    if oom is None:
+        return (event.container_name, 0, "")
+    return (event.container_name, oom.pid, oom.process_name)
+
+
+def _holds(times, ns: int) -> bool:
+    """Whether ``times`` (one timestamp, or a sorted list) holds ``ns``."""
+    if type(times) is int:
+        return times == ns
+    index = bisect_left(times, ns)
+    return index < len(times) and times[index] == ns
+
+
+def _near(times, ns: int) -> Optional[int]:
+    """The remembered timestamp (``times``: None, one, or a sorted list) closest to ``ns``
+    within the replay tolerance, or None."""
+    if times is None:
+        return None
+    if type(times) is int:
+        return times if -REPLAY_TOLERANCE < times - ns < REPLAY_TOLERANCE else None
+    index = bisect_left(times, ns)
+    best, gap = None, REPLAY_TOLERANCE
+    for t in times[max(index - 1, 0):index + 1]:
+        distance = t - ns if t > ns else ns - t
+        if distance < gap:
+            best, gap = t, distance
+    return best
+
+
+class Ledger:
+    """What one host's follower counted: :meth:`offer` decides, :meth:`resume` says where to backfill from.
+
+    ``overlap`` (seconds) is how far before the newest counted non-OOM event a
+    backfill starts. With a clock (``now``, Unix seconds) and ``max_skew``
+    seconds, an event dated further ahead of that clock is counted and
+    remembered among :attr:`future` but moves nothing.
+    """
+
+    __slots__ = ("anchor_ns", "window_evicted", "future", "future_counted", "horizon",
+                 "ooms", "_window", "_previous", "_next_window", "_overlap_ns", "_now", "_skew_ns", "_name")
+
+    def __init__(self, overlap: float = 1.0, now: Optional[Callable[[], float]] = None,
+                 max_skew: float = 0.0, name: str = "") -> None:
+        #: The newest counted timestamp of a non-OOM event (ns): backfills resume from here.
+        self.anchor_ns = _NO_MARK
+        #: Events dated within the overlap window that could not be remembered.
+        self.window_evicted = 0
+        #: Events counted while dated too far ahead (event -> ns), at most MAX_FUTURE.
+        self.future: dict = {}
+        #: How many events were dated too far ahead (all counted).
+        self.future_counted = 0
+        #: Timestamps up to this (ns) are trusted without reading the clock; refreshed from it.
+        self.horizon = _NO_LIMIT if now is None else _NO_MARK
+        self.ooms = OomMemory(name=name)
+        self._window: Set[Event] = set()
+        self._previous: Set[Event] = set()
+        self._next_window = _NO_MARK  # a non-OOM event at or after this starts a new generation
+        self._overlap_ns = int(overlap * NS_PER_SECOND)
+        self._now = now
+        self._skew_ns = int(max_skew * NS_PER_SECOND)
+        self._name = name
+
+    @property
+    def newest_ns(self) -> int:
+        """The newest counted timestamp of any event (ns)."""
+        return max(self.anchor_ns, self.ooms.newest_ns)
+
+    def __len__(self) -> int:
+        """Events remembered (the bound the caps keep)."""
+        return len(self._window) + len(self._previous) + len(self.ooms) + len(self.future)
+
+    @property
+    def seconds(self) -> Optional[float]:
+        """The newest counted timestamp as Unix seconds, or None before anything was counted."""
+        return None if self.newest_ns == _NO_MARK else self.newest_ns / NS_PER_SECOND
+
+    @property
+    def evicted(self) -> dict:
+        """Remembered events forgotten early because of a cap: ``window`` and ``oom``."""
+        return {"window": self.window_evicted, "oom": self.ooms.evicted}
+
+    def offer(self, event: Event, ns: int, partner: Optional[Event] = None) -> bool:
+        """Record ``event`` (at ``ns``) as counted and return True, or return False: counted already.
+
+        ``partner``: for an ``oom``, the ``oomKill`` sharing its timestamp, if known.
+        """
+        if ns > self.horizon and self._too_far_ahead(ns):
+            return self._remember_future(event, ns)
+        if self.future and event in self.future:
+            return False
+        if event.event_type in OOM_TYPES:
+            return self.ooms.offer(event, ns, partner)
+        window = self._window
+        if ns > self.anchor_ns:
+            if ns >= self._next_window:
+                self._previous, window = window, self._previous
+                window.clear()
+                self._window = window
+                self._next_window = ns + self._overlap_ns
+            self.anchor_ns = ns
+        elif event in window or event in self._previous:
+            return False
+        if len(window) < MAX_WINDOW_EVENTS:
+            window.add(event)
+        else:
+            self.window_evicted += 1
+        return True
+
+    def needs_partner(self, event: Event, ns: int) -> bool:
+        """Whether an ``oom`` event's verdict depends on its ``oomKill`` partner (hold it until then)."""
+        return event.event_type == "oom" and self.ooms.needs_partner(event, ns)
+
+    def resume(self) -> Tuple[Optional[str], Set[Event]]:
+        """``start_time`` of the next backfill (None: nothing counted yet), and the counted events
+        its answer must hold if cAdvisor's history is whole (else: a gap).
+
+        The backfill starts ``overlap`` before the newest counted non-OOM event
+        (or the newest OOM when there was none), so events dated a little
+        before what was seen are asked for again and recognised here. The
+        events to find are the non-OOM ones counted since that start: OOMs
+        prove nothing, since a restarted cAdvisor re-adds them.
+        """
+        if self.anchor_ns != _NO_MARK:
+            start = self.anchor_ns - self._overlap_ns
+        elif self.newest_ns != _NO_MARK:
+            start = self.newest_ns - self._overlap_ns
+        else:
+            return None, set()
+        boundary = {event for event in self._window | self._previous
+                    if event.event_type not in OOM_TYPES and timestamp_ns(event.timestamp) >= start}
+        return format_timestamp(start), boundary
+
+    def _too_far_ahead(self, ns: int) -> bool:
+        """Whether ``ns`` lies more than ``max_skew`` ahead of the clock (read only when
+        ``ns`` passes the cached :attr:`horizon`, about once per ``max_skew``)."""
+        if self._now is None:
+            return False
+        self.horizon = int(self._now() * NS_PER_SECOND) + self._skew_ns
+        return ns > self.horizon
+
+    def _remember_future(self, event: Event, ns: int) -> bool:
+        future = self.future
+        if event in future:
+            return False
+        self.future_counted += 1
+        if self.future_counted == 1:
+            log.warn("{name}: event dated {timestamp} is over {skew:.0f}s ahead of this clock; "
+                     "counted, but not trusted as the point to resume from (said once)",
+                     name=self._name, timestamp=event.timestamp, skew=self._skew_ns / NS_PER_SECOND)
+        if len(future) >= MAX_FUTURE:
+            for old in [old for old, old_ns in future.items() if old_ns < self.newest_ns]:
+                del future[old]  # the clock has caught up with them
+        if len(future) < MAX_FUTURE:
+            future[event] = ns
+        return True
+
+
+def oom_partner(timed: Sequence[TimedEvent], index: int) -> Optional[Event]:
+    """For the ``oom`` at ``timed[index]``: the ``oomKill`` next to it with the same timestamp."""
+    ns = timed[index][1]
+    for step in (1, -1):
+        other = index + step
+        while 0 <= other < len(timed) and timed[other][1] == ns:
+            if timed[other][0].event_type == "oomKill":
+                return timed[other][0]
+            other += step
+    return None
+
+
+class Backfill:
+    """What :func:`merge_backfill` did: counts, and the history events for the settle window."""
+
+    __slots__ = ("backfilled", "from_buffer", "dropped", "recent")
+
+    def __init__(self) -> None:
+        self.backfilled = 0
+        self.from_buffer = 0
+        self.dropped = 0
+        #: History events a late stream delivery may repeat (bounded: see RECENT_TAIL).
+        self.recent: Set[Event] = set()
+
+
+def merge_backfill(
+    ledger: Ledger,
+    start_ns: Optional[int],
+    history: List[TimedEvent],
+    buffered: Sequence[TimedEvent],
+    oldest_buffered: Optional[int],
+    count: Callable[[Event], None],
+) -> Backfill:
+    """Count what is new in ``history`` (asked from ``start_ns``), then in ``buffered``.
+
+    - A history event older than ``start_ns`` was not asked for (a cAdvisor
+      that ignores ``start_time``) and is dropped.
+    - A buffered stream event identical to a history event of this answer is
+      dropped (looked up among history events not older than the oldest
+      buffered event, plus the newest :data:`RECENT_TAIL`).
+    - Everything else is offered to ``ledger``.
+
+    ``count`` is called once per accepted event, history first, in order.
+    """
+    result = Backfill()
+    for index, (event, ns) in enumerate(history):
+        if start_ns is not None and ns < start_ns:
+            result.dropped += 1
+            continue
+        partner = oom_partner(history, index) if event.event_type == "oom" else None
+        if not ledger.offer(event, ns, partner):
+            result.dropped += 1
+            continue
+        count(event)
+        result.backfilled += 1
+    if history:
+        cutoff = min(ns for _, ns in history[-RECENT_TAIL:])
+        if oldest_buffered is not None and oldest_buffered < cutoff:
+            cutoff = oldest_buffered
+        result.recent = {event for event, ns in history if ns >= cutoff}
+    recent = result.recent
+    for index, (event, ns) in enumerate(buffered):
+        partner = oom_partner(buffered, index) if event.event_type == "oom" else None
+        if event in recent or not ledger.offer(event, ns, partner):
+            result.dropped += 1
+            continue
+        count(event)
+        result.from_buffer += 1
+    return result
+
+
+def timed_events(events: Iterable[Event]) -> List[TimedEvent]:
+    """``(event, ns)`` pairs for ``events``, in their order (a helper for callers and tests)."""
+    return [(event, timestamp_ns(event.timestamp)) for event in events]
