@@ -50,7 +50,7 @@ log = Logger()
 MAX_WINDOW_EVENTS = 4096
 
 #: Counted OOM events (``oom`` and ``oomKill``) remembered per host to recognise replays.
-MAX_OOMS = 4096
+MAX_OOMS = 1024
 #: How long a counted OOM is remembered: cAdvisor's default history age limit.
 OOM_RETENTION = 24 * 3600 * NS_PER_SECOND
 #: A replayed OOM lies within this of the counted one (each cAdvisor run dates OOMs up
