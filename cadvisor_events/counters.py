@@ -16,13 +16,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from twisted.logger import Logger
 
-from .event import CountingKey, Event
-from .exposition import EVENTS_METRIC, escape_label_value, format_value
+from .event import CountingKey, Event, counting_key
+from .exposition import escape_label_value, format_value, series_prefix
 
 log = Logger()
 
 DELETION = "containerDeletion"
 CREATION = "containerCreation"
+#: The labels every event series has; a target's file_sd labels may not use these names.
 RESERVED_LABELS = frozenset({"host", "id", "event_type", "oom_process"})
 
 
@@ -69,15 +70,11 @@ class HostCounters:
         self._store = store
         self._clock = store.clock
         pairs = [("host", name), *self.labels]
-        self._label_prefix = EVENTS_METRIC + "{" + "".join(
-            f'{label}="{escape_label_value(value)}",' for label, value in pairs
-        )
+        self._label_prefix = "".join(f'{label}="{escape_label_value(value)}",' for label, value in pairs)
 
     def count(self, event: Event) -> None:
         """Count one accepted event (called once per event: keep it lean)."""
-        data = event.event_data
-        oom = data.oom if data is not None else None
-        key = (event.container_name, event.event_type, oom.process_name if oom is not None else "")
+        key = counting_key(event)
         series = self.series.get(key)
         if series is None:
             series = self._store._add(self, key)
@@ -94,12 +91,7 @@ class HostCounters:
             self.deleted.pop(key[0], None)
 
     def render_prefix(self, key: CountingKey) -> bytes:
-        container_name, event_type, oom_process = key
-        return (
-            f'{self._label_prefix}event_type="{escape_label_value(event_type)}",'
-            f'id="{escape_label_value(container_name)}",'
-            f'oom_process="{escape_label_value(oom_process)}"}} '
-        ).encode()
+        return series_prefix(key, self._label_prefix).encode()
 
     def render_lines(self) -> List[bytes]:
         """This host's exposition lines, the changed ones rendered again first. A scrape of

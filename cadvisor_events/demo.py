@@ -9,7 +9,10 @@ follower, counters and pages as a real host.
 
 from __future__ import annotations
 
+from typing import Optional
+
 from twisted.application import service
+from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.web.server import Site
 
@@ -30,15 +33,15 @@ class DemoService(service.Service):
         self.reactor = reactor
         self.rate = rate
         self.simulator = Simulator(clock=reactor, seed=0)
-        self.port = None
-        self.spec = None
+        self.port: Optional[IListeningPort] = None
+        self.spec: Optional[TargetSpec] = None
 
     def startService(self) -> None:
         super().startService()
-        self.port = self.reactor.listenTCP(
+        port = self.port = self.reactor.listenTCP(
             0, Site(self.simulator.resource), interface="127.0.0.1"
         )
-        address = self.port.getHost()
+        address = port.getHost()
         self.spec = TargetSpec(target=parse_target(f"127.0.0.1:{address.port}"), labels=())
         # Some history first, so the first connect has something to seed from.
         self.simulator.emit_random(20)

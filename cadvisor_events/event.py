@@ -21,6 +21,8 @@ __all__ = [
     "InvalidEvent",
     "OomKill",
     "CountingKey",
+    "counting_key",
+    "count_events",
     "decode_event",
     "decode_history",
     "parse_history",
@@ -83,7 +85,15 @@ class Event(msgspec.Struct, frozen=True, gc=False):
     @property
     def key(self) -> CountingKey:
         """The Go seed's counting key: one series per distinct key."""
-        return (self.container_name, self.event_type, self.oom_process)
+        return counting_key(self)
+
+
+def counting_key(event: Event) -> CountingKey:
+    """The Go seed's counting rule, the one place it is written: one series per
+    (container name, event type, killed process name or ``""``); the pid is not part of it."""
+    data = event.event_data
+    oom = data.oom if data is not None else None
+    return (event.container_name, event.event_type, oom.process_name if oom is not None else "")
 
 
 _event_decoder = msgspec.json.Decoder(Event)
@@ -120,10 +130,8 @@ def count_events(events: Iterable[Event]) -> dict[CountingKey, int]:
     """Count events by the Go seed's rule (what ``/proxy`` answers)."""
     counts: dict[CountingKey, int] = {}
     get = counts.get
-    for ev in events:
-        data = ev.event_data
-        oom = data.oom if data is not None else None
-        key = (ev.container_name, ev.event_type, oom.process_name if oom is not None else "")
+    for event in events:
+        key = counting_key(event)
         counts[key] = get(key, 0) + 1
     return counts
 
@@ -159,8 +167,10 @@ def timestamp_ns(timestamp: str) -> int:
         if zone_at < 19:
             return strict_timestamp_ns(timestamp)
         key = timestamp[:19] + timestamp[zone_at:]
-        base = _second_ns.get(key)
-        if base is None:
+        cached = _second_ns.get(key)
+        if cached is not None:
+            base = cached
+        else:
             base = strict_timestamp_ns(key)
             if len(_second_ns) >= _SECOND_CACHE_LIMIT:
                 _second_ns.clear()

@@ -10,7 +10,7 @@ never render anything else: self-metrics stay with prometheus_client.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence, Tuple
+from typing import Mapping, Tuple
 
 EVENTS_METRIC = "cadvisor_container_events_total"
 EVENTS_HELP = "cadvisor events"
@@ -32,11 +32,6 @@ def escape_label_value(value: str) -> str:
     return value
 
 
-def label_text(pairs: Sequence[Tuple[str, str]]) -> str:
-    """``{a="x",b="y"}`` for ``pairs`` already in the order to write them."""
-    return "{" + ",".join(f'{name}="{escape_label_value(value)}"' for name, value in pairs) + "}"
-
-
 def format_value(value: int) -> str:
     """A counter value as client_golang writes it (``strconv.FormatFloat(v, 'g', -1, 64)``).
 
@@ -56,10 +51,13 @@ def format_value(value: int) -> str:
     return f"{mantissa}e+{exponent_value:02d}"
 
 
-def seed_series_prefix(container_name: str, event_type: str, oom_process: str) -> str:
-    """``name{event_type=..,id=..,oom_process=..} `` in the Go seed's label order."""
+def series_prefix(key: Tuple[str, str, str], leading: str = "") -> str:
+    """``name{<leading>event_type=..,id=..,oom_process=..} `` for a counting key
+    ``(container, event type, oom process)``: the Go seed's label order, after
+    ``leading`` labels already rendered (each ``name="value",``)."""
+    container_name, event_type, oom_process = key
     return (
-        f'{EVENTS_METRIC}{{event_type="{escape_label_value(event_type)}",'
+        f'{EVENTS_METRIC}{{{leading}event_type="{escape_label_value(event_type)}",'
         f'id="{escape_label_value(container_name)}",'
         f'oom_process="{escape_label_value(oom_process)}"}} '
     )
@@ -127,7 +125,7 @@ _SENTINELS = b"\xf5\xf6\xf7\xf8"
 def _render_seed_counts_per_series(counts: Mapping[Tuple[str, str, str], int]) -> bytes:
     """:func:`render_seed_counts` one series at a time: slower, exact for any label value."""
     lines = [
-        (seed_series_prefix(container_name, event_type, oom_process) + format_value(n) + "\n").encode()
+        (series_prefix((container_name, event_type, oom_process)) + format_value(n) + "\n").encode()
         for (event_type, container_name, oom_process), n in sorted(
             ((et, cn, op), n) for (cn, et, op), n in counts.items()
         )

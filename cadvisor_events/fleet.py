@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import gc
 import random
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet import defer
@@ -71,7 +71,8 @@ class FleetService(MultiService):
         self.spread_seconds = spread_seconds
         self.rng = rng if rng is not None else random.Random()
         self.on_removed = on_removed
-        self.followers: dict[str, IService] = {}
+        # Services made by make_follower; the status page and self-metrics read them as HostStatus.
+        self.followers: dict[str, Any] = {}
         self.specs: dict[str, TargetSpec] = {}
         self.targets_total = 0
         self._stopping: set[defer.Deferred] = set()
@@ -181,7 +182,7 @@ class FleetService(MultiService):
             self._stopping.discard(stopped)
             if isinstance(result, Failure):
                 log.failure("follower {name} failed to stop", result,
-                            name=getattr(follower, "name", None) or repr(follower))
+                            name=follower.name or repr(follower))
 
         stopped.addBoth(done)
 

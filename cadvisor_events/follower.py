@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime
 from functools import partial
-from typing import Optional
+from typing import Callable, Optional
 
 from twisted.application.internet import backoffPolicy
 from twisted.application.service import Service
@@ -26,10 +26,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone, ResponseFailed
 
-from .cadvisor import CAdvisorClient, Target, UpstreamError, describe_failure, timed_out
+from .cadvisor import Target, UpstreamError, describe_failure, timed_out
 from .event import Event, InvalidEvent, parse_history, timestamp_ns
 from .ledger import Ledger, merge_backfill
 from .gate import ConnectGate
+from .interfaces import EventSink, EventSource
 from .protocol import EventStreamProtocol
 
 __all__ = ["Follower", "MAX_BUFFERED"]
@@ -91,8 +92,8 @@ class Follower(Service):
         self,
         target: Target,
         *,
-        client: CAdvisorClient,
-        counters,
+        client: EventSource,
+        counters: EventSink,
         clock,
         oom_only: bool = False,
         seed_history: bool = True,
@@ -157,7 +158,7 @@ class Follower(Service):
         self._held: Optional[tuple] = None
         self._held_at = 0.0
         self._held_call = None
-        self._after_held_handler = None
+        self._after_held_handler: Optional[Callable[[Event], None]] = None
         self._settle_call = None
         self._synced = False  # a first backfill (or the decision to skip it) is done
         self._backfill_from: Optional[str] = None  # start_time while nothing was counted
@@ -201,7 +202,12 @@ class Follower(Service):
         protocol = self._protocol
         if protocol is not None and not protocol.ended:
             closed = defer.Deferred()
-            protocol.on_end = lambda reason: closed.called or closed.callback(None)
+
+            def ended(reason: Failure) -> None:
+                if not closed.called:
+                    closed.callback(None)
+
+            protocol.on_end = ended
         self._teardown(keep_on_end=closed is not None)
         self.up = False
         self._set_state("stopped")
@@ -238,7 +244,7 @@ class Follower(Service):
         then(attempt, *args)
 
     def _release_gate(self) -> None:
-        if self._gate_held:
+        if self._gate_held and self._gate is not None:
             self._gate_held = False
             self._gate.release()
 
@@ -332,7 +338,7 @@ class Follower(Service):
         self._check_gap(history)
         buffered, oldest = self._buffer, self._buffer_oldest
         self._buffer = self._buffer_oldest = None
-        result = merge_backfill(self._ledger, start_ns, history, buffered, oldest, self._count)
+        result = merge_backfill(self._ledger, start_ns, history, buffered or [], oldest, self._count)
         self.backfilled += result.backfilled
         self.duplicates_dropped += result.dropped
         self._synced = True
@@ -378,7 +384,7 @@ class Follower(Service):
         """Route the stream's events to ``handler`` (after the held ``oom``, if one waits)."""
         if self._held is not None:
             self._after_held_handler = handler
-        else:
+        elif self._protocol is not None:
             self._protocol.on_event = handler
 
     def _on_buffered_event(self, event: Event) -> None:
@@ -390,6 +396,8 @@ class Follower(Service):
             return
         self.received += 1
         buffer = self._buffer
+        if buffer is None:  # not backfilling (a stale path): nothing to hold for
+            return
         buffer.append((event, ns))
         if self._buffer_oldest is None or ns < self._buffer_oldest:
             self._buffer_oldest = ns
@@ -398,7 +406,8 @@ class Follower(Service):
 
     def _on_settling_event(self, event: Event) -> None:
         """Just after a backfill: also drop late repeats of the history's newest events."""
-        if event in self._recent:
+        recent = self._recent
+        if recent is not None and event in recent:
             self.received += 1
             self.duplicates_dropped += 1
             return
@@ -423,6 +432,8 @@ class Follower(Service):
     def _hold(self, event: Event, ns: int) -> None:
         """Keep an ``oom`` that may be a replay until its ``oomKill`` says (the next event)."""
         protocol = self._protocol
+        if protocol is None:
+            return
         self._held = (event, ns)
         self._held_at = self._clock.seconds()
         self._after_held_handler = protocol.on_event
@@ -443,12 +454,16 @@ class Follower(Service):
     def _on_event_after_held(self, event: Event) -> None:
         handler = self._after_held_handler
         self._decide_held(event)
-        handler(event)
+        if handler is not None:
+            handler(event)
 
     def _decide_held(self, next_event: Optional[Event]) -> None:
         """Judge the held ``oom`` with ``next_event`` as its partner if it is one."""
-        (event, ns), self._held = self._held, None
-        if self._protocol is not None:
+        held, self._held = self._held, None
+        if held is None:
+            return
+        event, ns = held
+        if self._protocol is not None and self._after_held_handler is not None:
             self._protocol.on_event = self._after_held_handler
         self._after_held_handler = None
         partner = next_event if (next_event is not None and next_event.event_type == "oomKill"

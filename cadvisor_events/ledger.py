@@ -113,6 +113,7 @@ class OomMemory:
         """Remember ``event`` and return True if it is a new OOM, else False (a replay)."""
         if ns < self.horizon_ns or ns < self.newest_ns - OOM_RETENTION:
             return False
+        key: object
         if event.event_type == "oomKill":
             table, key = self._kills, _kill_key(event)
             if _near(table.get(key), ns) is not None:

@@ -8,14 +8,22 @@ and hands the result to its callbacks. It must never raise out of
 than ``max_line`` bytes of a partial line: an overlong line is counted once as
 invalid and skipped in a discard mode that keeps nothing until the next
 newline.
+
+It keeps the names of Twisted's ``LineOnlyReceiver`` (``lineReceived``,
+``lineLengthExceeded``, ``MAX_LENGTH``) but not its splitting:
+``LineOnlyReceiver`` joins its buffer with every chunk (quadratic on a line
+spread over many chunks), holds an overlong line whole before it notices,
+and disconnects on one; and cAdvisor's usual chunk, exactly one line, is
+decoded here without splitting at all.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, cast
 
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
-from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 
@@ -29,7 +37,7 @@ log = Logger()
 MAX_LINE = 1024 * 1024
 
 
-class EventStreamProtocol(LineOnlyReceiver):
+class EventStreamProtocol(Protocol):
     """Decode a stream body of newline-delimited JSON events.
 
     :param on_event: called with each valid :class:`Event`, in stream order.
@@ -46,7 +54,6 @@ class EventStreamProtocol(LineOnlyReceiver):
     give brief backpressure and :meth:`close` drops the stream.
     """
 
-    delimiter = b"\n"
     MAX_LENGTH = MAX_LINE
 
     def __init__(
@@ -191,14 +198,14 @@ class EventStreamProtocol(LineOnlyReceiver):
     def pause(self) -> None:
         """Stop reading the body for a while (keep it brief: cAdvisor's sends block)."""
         if self.transport is not None:
-            self.transport.pauseProducing()
+            cast(IPushProducer, self.transport).pauseProducing()
 
     def resume(self) -> None:
         """Read the body again after :meth:`pause`."""
         if self.transport is not None:
-            self.transport.resumeProducing()
+            cast(IPushProducer, self.transport).resumeProducing()
 
     def close(self) -> None:
         """Drop the stream; ``on_end`` follows when the connection is really gone."""
         if self.transport is not None and not self.ended:
-            self.transport.stopProducing()
+            cast(IPushProducer, self.transport).stopProducing()

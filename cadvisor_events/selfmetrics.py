@@ -14,6 +14,7 @@ from typing import Callable, Iterable, List, Tuple
 from prometheus_client.utils import floatToGoString
 
 from .exposition import escape_label_value
+from .interfaces import FleetView
 
 PREFIX = "cadvisor_events_"
 
@@ -33,10 +34,10 @@ HOST_FAMILIES: List[Tuple[str, str, str, Callable]] = [
      lambda f: f.duplicates_dropped),
     ("gaps", "counter", "Reconnects whose history no longer held the last counted events "
      "(aged out or cAdvisor restarted): events may be lost.",
-     lambda f: getattr(f, "gaps", 0)),
+     lambda f: f.gaps),
     ("future_events", "counter", "Events dated over --max-clock-skew ahead of this process's clock: "
      "counted, but not trusted as the point to resume from after a break.",
-     lambda f: getattr(f, "future_events", 0)),
+     lambda f: f.future_events),
 ]
 
 
@@ -49,7 +50,7 @@ class FleetMetrics:
     ``last_reload_success_time``.
     """
 
-    def __init__(self, fleet, counters, watcher=None) -> None:
+    def __init__(self, fleet: FleetView, counters, watcher=None) -> None:
         self.fleet = fleet
         self.counters = counters
         self.watcher = watcher

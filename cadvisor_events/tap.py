@@ -9,9 +9,8 @@ pass their own. No logic of its own lives here.
 from __future__ import annotations
 
 import os
-import re
 import resource as rlimit
-from typing import List, Optional
+from typing import List, Optional, cast
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from twisted.application import internet, service, strports
@@ -23,6 +22,7 @@ from .access import parse_allow
 from .auth import AuthFileError, PasswordFileChecker, load_auth_file
 from .cadvisor import CAdvisorClient, TargetError, parse_target
 from .counters import EventCounters
+from .options import byte_size, seconds, whole_number
 from .gate import ConnectGate
 from .streaming import client_tls_policy, stream_http_client
 from .targets import TargetSpec, TargetsWatcher, install_sighup, parse_shard
@@ -34,51 +34,6 @@ DEFAULT_TARGET = "127.0.0.1:8080"
 ENV_PREFIX = "CADVISOR_EVENTS_"
 #: cAdvisor requests (streams, histories) being set up at once, fleet-wide.
 CONNECTS_IN_FLIGHT = 256
-
-
-def _positive_float(name: str):
-    def coerce(value: str) -> float:
-        try:
-            number = float(value)
-        except ValueError:
-            raise ValueError(f"--{name} takes a number of seconds, not {value!r}") from None
-        if number < 0:
-            raise ValueError(f"--{name} cannot be negative")
-        return number
-
-    return coerce
-
-
-_BYTE_SIZE = re.compile(r"^(\d+)\s*([kmg]?)(i?b)?$")
-_BYTE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-
-
-def _byte_size(name: str):
-    """Bytes as ``268435456``, ``256MiB``, ``256M``, ``512k`` or ``1GiB`` (units are powers of 1024)."""
-
-    def coerce(value: str) -> int:
-        match = _BYTE_SIZE.match(value.strip().replace("_", "").lower())
-        if not match:
-            raise ValueError(f"--{name} takes a size in bytes such as 268435456 or 256MiB, not {value!r}")
-        size = int(match.group(1)) * _BYTE_UNITS[match.group(2)]
-        if size < 1:
-            raise ValueError(f"--{name} must be at least 1 byte")
-        return size
-
-    return coerce
-
-
-def _positive_int(name: str):
-    def coerce(value: str) -> int:
-        try:
-            number = int(value.replace("_", ""))
-        except ValueError:
-            raise ValueError(f"--{name} takes a whole number, not {value!r}") from None
-        if number < 1:
-            raise ValueError(f"--{name} must be at least 1")
-        return number
-
-    return coerce
 
 
 class Options(usage.Options):
@@ -107,30 +62,30 @@ class Options(usage.Options):
          "Prometheus file_sd JSON (or YAML) listing targets; re-read on change and on SIGHUP."],
         ["series-ttl", None, 3600.0,
          "Forget a container's series this many seconds after its deletion event (0 = never).",
-         _positive_float("series-ttl")],
+         seconds("series-ttl")],
         ["max-series", None, 1_000_000,
          "Hard cap on event series; beyond it the least recently updated are evicted.",
-         _positive_int("max-series")],
+         whole_number("max-series")],
         ["shard", None, "0/1",
          "Follow only targets whose stable hash mod N is I (I/N), for N replicas."],
         ["proxy-default", None, "127.0.0.1:9094", "Upstream of a bare /proxy (the Go seed's default)."],
         ["upstream-timeout", None, 30.0,
          "Seconds a /proxy upstream has to answer completely (the Go seed's 30 s).",
-         _positive_float("upstream-timeout")],
+         seconds("upstream-timeout")],
         ["connect-timeout", None, 30.0,
          "Seconds a followed cAdvisor has to accept and send stream headers.",
-         _positive_float("connect-timeout")],
+         seconds("connect-timeout")],
         ["max-clock-skew", None, 300.0,
          "Seconds an event's timestamp may lie ahead of this host's clock and still be the point "
          "a backfill resumes from (0 = trust every timestamp).",
-         _positive_float("max-clock-skew")],
+         seconds("max-clock-skew")],
         ["backfill-overlap", None, 1.0,
          "Seconds before the newest counted event that a backfill after a break re-reads, for "
          "events cAdvisor dates early (OOMs up to a second); they are de-duplicated.",
-         _positive_float("backfill-overlap")],
+         seconds("backfill-overlap")],
         ["proxy-concurrency", None, 4,
          "Concurrent /proxy fetches; beyond, 503 with Retry-After: 1.",
-         _positive_int("proxy-concurrency")],
+         whole_number("proxy-concurrency")],
         ["max-history-bytes", None, "256MiB",
          "Largest history body accepted from a cAdvisor (/proxy answers 502 beyond; followers retry)."],
         ["ca-file", None, None,
@@ -156,12 +111,14 @@ class Options(usage.Options):
             if value:
                 self._env_repeatable = getattr(self, "_env_repeatable", {})
                 self._env_repeatable[name] = [v.strip() for v in value.split(",") if v.strip()]
-        for long_name, _, default, *_ in self.optParameters:
+        for parameter in cast(List[list], self.optParameters):
+            long_name = parameter[0]
             value = env.get(ENV_PREFIX + long_name.upper().replace("-", "_"))
             if value is not None:
                 self.opts[long_name] = value
                 self.defaults[long_name] = value
-        for long_name, *_ in self.optFlags:
+        for flag in cast(List[list], self.optFlags):
+            long_name = flag[0]
             value = env.get(ENV_PREFIX + long_name.upper().replace("-", "_"), "")
             if value.lower() in ("1", "true", "yes", "on"):
                 self.opts[long_name] = 1
@@ -189,10 +146,10 @@ class Options(usage.Options):
             for value in env["target"]:
                 self.opt_target(value)
         for name in ("series-ttl", "upstream-timeout", "connect-timeout", "max-clock-skew", "backfill-overlap"):
-            self[name] = self._coerce(name, _positive_float(name))
+            self[name] = self._coerce(name, seconds(name))
         for name in ("max-series", "proxy-concurrency"):
-            self[name] = self._coerce(name, _positive_int(name))
-        self["max-history-bytes"] = self._coerce("max-history-bytes", _byte_size("max-history-bytes"))
+            self[name] = self._coerce(name, whole_number(name))
+        self["max-history-bytes"] = self._coerce("max-history-bytes", byte_size("max-history-bytes"))
         self._security_options(env)
         try:
             self["shard"] = parse_shard(str(self["shard"]))
@@ -374,4 +331,5 @@ class WatcherService(service.Service):
 
     def stopService(self) -> Optional[defer.Deferred]:
         super().stopService()
-        return self.watcher.stop()
+        self.watcher.stop()
+        return None

@@ -22,17 +22,17 @@ from twisted.internet import task
 from twisted.logger import Logger
 
 from .cadvisor import Target, TargetError, parse_target
+from .counters import RESERVED_LABELS
 
 try:  # PyYAML is optional: YAML files work only where it is installed.
     import yaml
 except ImportError:  # pragma: no cover - depends on the environment
-    yaml = None
+    yaml = None  # type: ignore[assignment]
 
 log = Logger()
 
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 #: Labels this exporter sets itself; a file_sd label of the same name would clash.
-RESERVED_LABELS = frozenset({"host", "id", "event_type", "oom_process"})
 #: A targets file larger than this is refused rather than parsed in the reactor thread.
 MAX_FILE_BYTES = 64 * 1024 * 1024
 YAML_SUFFIXES = (".yml", ".yaml")

@@ -29,7 +29,7 @@ def spec(text: str, **labels: str) -> TargetSpec:
 
 def sd(*groups) -> bytes:
     """A file_sd JSON document from ``(targets, labels)`` pairs."""
-    return json.dumps([{"targets": t, "labels": l} for t, l in groups]).encode()
+    return json.dumps([{"targets": t, "labels": labels} for t, labels in groups]).encode()
 
 
 class TargetSpecTests(unittest.TestCase):
