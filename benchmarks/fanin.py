@@ -1,6 +1,6 @@
 """Benchmark: fan-in of a large fleet, 10,000 hosts on distinct loopback addresses.
 
-Budget (issue 4): all streams open and ``cadvisor_events_target_up`` summing to
+Budget (README.rst, *Performance*): all streams open and ``cadvisor_events_target_up`` summing to
 the fleet size within 10 s; <= 16 KiB of exporter RSS per host.
 
 Setup: one simulator process (``twistd cadvisor-simulator --control``)

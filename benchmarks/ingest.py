@@ -1,6 +1,6 @@
 """Benchmark: stream ingest, one HTTP chunk per event as cAdvisor sends them.
 
-Budget (issue 4): >= 150,000 events per CPU-second of the exporter and
+Budget (README.rst, *Performance*): >= 150,000 events per CPU-second of the exporter and
 <= 64 MiB RSS growth over the million events.
 
 Setup: one simulator process (``twistd cadvisor-simulator --control``)

@@ -1,6 +1,6 @@
 """Benchmark: /proxy end to end over a 100,000-event history (~50,000 containers).
 
-Budget (DESIGN.md): median <= 0.5 s per request and the exporter's peak RSS
+Budget (README.rst, *Performance*): median <= 0.5 s per request and the exporter's peak RSS
 <= 161 MiB (the Go seed's). Three processes, all on loopback: the cAdvisor
 simulator (``twistd cadvisor-simulator``), the exporter (``twistd
 cadvisor-events``, or a minimal script serving only ``ProxyResource`` when the

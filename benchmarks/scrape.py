@@ -1,6 +1,6 @@
 """Benchmark: /metrics of a big fleet, 100 hosts x 2,000 series, while events keep arriving.
 
-Budget (issue 4): median /metrics latency <= 200 ms for 200,000 event series.
+Budget (README.rst, *Performance*): median /metrics latency <= 200 ms for 200,000 event series.
 
 Setup: one simulator process (``twistd cadvisor-simulator --control``) on
 ``0.0.0.0:PORT``, followed by the exporter (``twistd cadvisor-events

@@ -3,9 +3,10 @@
 The Go seed (client_golang) writes ``cadvisor_container_events_total`` with its
 label names sorted (``event_type``, ``id``, ``oom_process``) and values in Go's
 shortest ``%g`` form (``2``, not ``2.0``). prometheus_client's
-``generate_latest`` is ten times too slow for hundreds of thousands of series
-(see benchmarks/), so this module renders the one big family by hand. It must
-never render anything else: self-metrics stay with prometheus_client.
+``generate_latest`` is far too slow for hundreds of thousands of series (see
+benchmarks/scrape.py), so this module renders the one big family by hand, and
+holds the text-format primitives (escaping, number format) that the
+self-metrics renderer shares. It never keeps state and never does I/O.
 """
 
 from __future__ import annotations

@@ -87,10 +87,10 @@ def count_history(body: bytes) -> dict[CountingKey, int]:
 
     msgspec first splits the array into raw elements (checking the JSON, making
     no event objects), then each batch goes through ``decode_history`` and
-    ``count_events``. All 100,000 events decoded at once would be ~45 MB, the
-    largest allocation of a /proxy answer; a batch is ~100 KB and, staying in
-    the CPU cache and out of the garbage collector's way, is faster too
-    (0.11 s instead of 0.14 s for 100,000 events, benchmarks/proxy.py).
+    ``count_events``. Decoding a whole history at once would make its event
+    objects the largest allocation of a /proxy answer; a batch stays small,
+    in the CPU cache and out of the garbage collector's way, and so is faster
+    too (benchmarks/proxy.py measures it).
 
     :raises InvalidEvent: when the body is not a JSON array of events; a
         position in the message counts from the start of the whole array.
@@ -125,7 +125,7 @@ DECODE_BATCH = 256
 class ProxyResource(PlainTextResource):
     """``/proxy[/<target>][?url=<target>]``: GET or HEAD one upstream's history counts.
 
-    Mounted as ``root.putChild(b"proxy", ...)``; being a leaf, it answers
+    Mounted at ``/proxy`` by :class:`~cadvisor_events.web.Root`; being a leaf, it answers
     ``/proxy``, ``/proxy/`` and everything below. Status codes: 200 with the
     exposition (an empty body for an empty history, as client_golang writes
     nothing for a family without series), 400 malformed target, 403 target

@@ -2,9 +2,10 @@
 
 Followers keep plain integer attributes (nothing from prometheus_client on the
 per-event path); this module reads them at scrape time and renders the
-``cadvisor_events_*`` families by hand, because a fleet of 10,000 hosts means
-~100,000 samples, which prometheus_client's ``generate_latest`` needs about a
-second to write. It only reads; it never changes a follower or a counter.
+``cadvisor_events_*`` families by hand, because a fleet of thousands of hosts
+means a dozen samples per host, more than prometheus_client's
+``generate_latest`` writes within a scrape's budget (benchmarks/scrape.py). It
+only reads; it never changes a follower or a counter.
 """
 
 from __future__ import annotations

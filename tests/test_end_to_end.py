@@ -335,7 +335,7 @@ class ServiceTests(unittest.TestCase):
         self.assertEqual(targets[a]["labels"], {"cluster": "eu"})
         families = yield self.metrics(port)
         labels = [s.labels for s in families["cadvisor_container_events"].samples]
-        self.assertTrue(labels and all(l["cluster"] == "eu" and l["host"] == a for l in labels))
+        self.assertTrue(labels and all(each["cluster"] == "eu" and each["host"] == a for each in labels))
 
         # A change is picked up within ~2 s: b added, a removed.
         write([{"targets": [b, c], "labels": {"cluster": "us"}}])

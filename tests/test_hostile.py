@@ -14,8 +14,8 @@ exporter's buffers stay bounded, and nothing is logged as an unhandled error
 tests/test_protocol.py and tests/test_event.py do not cover yet.
 
 Longer than ~400 lines on purpose: the raw servers, the in-process rig and
-the scenarios share one set of helpers, and the issue asks for them in one
-module. Waiting is always for real I/O (a bounded poll); where time must pass
+the scenarios share one set of helpers, kept next to the scenarios that use
+them. Waiting is always for real I/O (a bounded poll); where time must pass
 (backoff) the followers run on a ``task.Clock`` while their I/O stays real.
 """
 
@@ -47,8 +47,7 @@ from cadvisor_events.fleet import FleetService
 from cadvisor_events.follower import Follower
 from cadvisor_events.protocol import MAX_LINE
 from cadvisor_events.selfmetrics import FleetMetrics
-from cadvisor_events.simulator import Simulator
-from cadvisor_events.simulator_json import rfc3339nano
+from cadvisor_events.simulator import Simulator, rfc3339nano
 from cadvisor_events.streaming import stream_http_client
 from cadvisor_events.targets import TargetSpec
 from cadvisor_events.web import build_root
