@@ -15,10 +15,12 @@ setup(
     long_description_content_type="text/x-rst",
     license="Apache-2.0",
     python_requires=">=3.9",
-    packages=["cadvisor_events", "twisted.plugins"],
-    package_data={"twisted.plugins": ["cadvisor_events_plugin.py"]},
+    packages=["cadvisor_events", "cadvisor_events.simulator", "twisted.plugins"],
+    package_data={"twisted.plugins": ["cadvisor_events_plugin.py"], "cadvisor_events": ["py.typed"]},
     install_requires=[
-        "twisted[tls]>=23.10",
+        # 26.4 is the first Twisted whose TLS works with the pyOpenSSL pip installs now
+        # (26.x refuses to change a context once used); tox's "lowest" env checks it.
+        "twisted[tls]>=26.4",
         "treq>=23.11",
         "prometheus-client>=0.17",
         # msgspec: the fastest JSON decoder for Python (0.13 s for a 26 MB

@@ -908,15 +908,15 @@ class EndToEndTests(unittest.TestCase):
 
     def emit_on_stream_open(self, n):
         """Emit ``n`` events right after the next stream registers (they follow its headers)."""
-        open_stream = self.sim._open_stream
+        open_stream = self.sim.open_stream
 
         def opened(request, query):
-            del self.sim._open_stream
+            del self.sim.open_stream
             result = open_stream(request, query)
             self.emit(n)
             return result
 
-        self.sim._open_stream = opened
+        self.sim.open_stream = opened
 
     def caught_up(self):
         return self.follower.state == "up" and self.counters.counts == self.sim.ground_truth()

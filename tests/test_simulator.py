@@ -1,4 +1,4 @@
-"""Tests for cadvisor_events.simulator, simulator_json and simulator_tap.
+"""Tests for the cadvisor_events.simulator package.
 
 Each rule of CADVISOR-API.md (and each cAdvisor quirk the simulator copies
 from the Go source) has a test here. History goes through treq's StubTreq;
@@ -25,12 +25,11 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web._newclient import ResponseFailed, ResponseNeverReceived
 from twisted.web.server import Site
 
-from cadvisor_events import simulator_tap
-from cadvisor_events.simulator import ControlledSite, Simulator, container_names
-from cadvisor_events.simulator_json import (
-    clean_go_path, go_duration_error, go_json_string, go_quote, parse_go_bool, parse_go_int,
-    EventQuery, parse_go_query, parse_rfc3339, rfc3339nano,
+from cadvisor_events.simulator import (
+    ControlledSite, EventQuery, Simulator, clean_go_path, container_names, go_duration_error, go_json_string,
+    go_quote, parse_go_bool, parse_go_int, parse_go_query, parse_rfc3339, rfc3339nano,
 )
+from cadvisor_events.simulator import tap as simulator_tap
 
 NS = 1_000_000_000
 START = 1_764_000_000  # 2025-11-24T16:00:00Z

@@ -1,7 +1,7 @@
 """twistd plugins: ``cadvisor-events`` (the exporter) and ``cadvisor-simulator``.
 
 Declarations only: options and wiring live in cadvisor_events.tap and
-cadvisor_events.simulator_tap, imported by twistd only when used.
+cadvisor_events.simulator.tap, imported by twistd only when used.
 """
 
 from twisted.application.service import ServiceMaker
@@ -15,7 +15,7 @@ cadvisor_events = ServiceMaker(
 
 cadvisor_simulator = ServiceMaker(
     "cadvisor-simulator",
-    "cadvisor_events.simulator_tap",
+    "cadvisor_events.simulator.tap",
     "A faithful cAdvisor events API (history and streams) for demos, tests and benchmarks.",
     "cadvisor-simulator",
 )

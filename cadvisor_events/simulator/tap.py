@@ -18,7 +18,9 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.web.server import Site
 
-from cadvisor_events.simulator import ControlledSite, RandomEmitter, Simulator
+from .burst import ControlledSite
+from .core import Simulator
+from .generate import RandomEmitter
 
 __all__ = ["EndpointListener", "Options", "makeService"]
 
