@@ -20,15 +20,12 @@ import re
 from typing import Callable, Iterable, Sequence, Tuple, Union
 
 import attrs
-from treq.client import HTTPClient
 from twisted.internet import defer
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IResolutionReceiver
-from twisted.web.client import Agent, HTTPConnectionPool
-from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
-from .cadvisor import CAdvisorClient, Target, UpstreamError, is_ip_literal
+from .addresses import is_ip_literal
+from .cadvisor import CAdvisorClient, Target, UpstreamError
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
@@ -104,7 +101,7 @@ class ProxyAccess:
     ``resolve(host, port)`` fires with every address of a name (the reactor's
     resolver by default: :func:`resolver`); ``pinned_client(addresses)``
     makes a client whose connections go only to those addresses (in the
-    service: :func:`pinned_http_client`).
+    service: :func:`cadvisor_events.httpclients.pinned_http_client`).
     """
 
     def __init__(
@@ -170,64 +167,3 @@ def resolver(reactor) -> Resolve:
         return done
 
     return resolve
-
-
-class _FirstThatConnects:
-    """Try endpoints in order; connect through the first that accepts."""
-
-    def __init__(self, endpoints: Sequence) -> None:
-        self._endpoints = endpoints
-
-    def connect(self, factory) -> defer.Deferred:
-        attempt = self._endpoints[0].connect(factory)
-        for endpoint in self._endpoints[1:]:
-            attempt.addErrback(self._next, endpoint, factory)
-        return attempt
-
-    @staticmethod
-    def _next(failure, endpoint, factory):
-        if failure.check(defer.CancelledError):
-            return failure
-        return endpoint.connect(factory)
-
-
-@implementer(IAgentEndpointFactory)
-class PinnedEndpointFactory:
-    """Connect to fixed, already checked addresses whatever the URL's host says.
-
-    The URL keeps the name, so ``Agent`` sends it as ``Host`` and TLS uses it
-    for SNI and the certificate check.
-    """
-
-    def __init__(self, reactor, tls_policy, addresses: Sequence[str], timeout: float = 30) -> None:
-        self._reactor = reactor
-        self._tls = tls_policy
-        self._addresses = tuple(addresses)
-        self._timeout = timeout
-
-    def endpointForURI(self, uri):
-        endpoints = []
-        for address in self._addresses:
-            kind = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
-            endpoints.append(kind(self._reactor, address, uri.port, timeout=self._timeout))
-        endpoint = _FirstThatConnects(endpoints)
-        if uri.scheme == b"https":
-            endpoint = wrapClientTLS(self._tls.creatorForNetloc(uri.host, uri.port), endpoint)
-        return endpoint
-
-
-def pinned_http_client(reactor, tls_policy, addresses: Sequence[str]) -> HTTPClient:
-    """A treq client whose every connection goes to ``addresses`` (one request's worth).
-
-    Non-persistent: a pooled connection would outlive the check it was made under.
-    """
-    pool = HTTPConnectionPool(reactor, persistent=False)
-    return HTTPClient(
-        Agent.usingEndpointFactory(reactor, PinnedEndpointFactory(reactor, tls_policy, addresses), pool=pool)
-    )
-
-
-def proxy_http_client(reactor, tls_policy) -> HTTPClient:
-    """The client of ``/proxy`` fetches by name (no list, allowed names, address literals)."""
-    pool = HTTPConnectionPool(reactor, persistent=False)
-    return HTTPClient(Agent(reactor, contextFactory=tls_policy, pool=pool))

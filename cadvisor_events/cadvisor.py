@@ -8,7 +8,6 @@ password reach a log, a label or an error message.
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Optional
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -117,15 +116,6 @@ def _redact(text: str) -> str:
     if "@" in netloc:
         netloc = "***@" + netloc.rpartition("@")[2]
     return f"{scheme}{sep}{netloc}{slash}{path}"
-
-
-def is_ip_literal(host: str) -> bool:
-    """Whether ``host`` is an IPv4/IPv6 literal (no DNS needed)."""
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def type_selection(oom_only: bool) -> list[tuple[str, str]]:

@@ -21,10 +21,11 @@ from twisted.python import usage
 from .access import parse_allow
 from .auth import AuthFileError, PasswordFileChecker, load_auth_file
 from .cadvisor import CAdvisorClient, TargetError, parse_target
+from .clienttls import client_tls_policy
 from .counters import EventCounters
 from .options import byte_size, seconds, whole_number
 from .gate import ConnectGate
-from .streaming import client_tls_policy, stream_http_client
+from .httpclients import stream_http_client
 from .targets import TargetSpec, TargetsWatcher, install_sighup, parse_shard
 
 log = Logger()
@@ -290,7 +291,8 @@ def makeService(config: Options, reactor=None) -> service.MultiService:
 
 def make_proxy(config: Options, reactor, registry, tls_policy):
     """``/proxy``: its upstream client, the ``--proxy-allow`` check and its limits."""
-    from .access import ProxyAccess, pinned_http_client, proxy_http_client, resolver
+    from .access import ProxyAccess, resolver
+    from .httpclients import pinned_http_client, proxy_http_client
     from .proxy import ProxyResource
 
     allow = config["proxy-allow"]

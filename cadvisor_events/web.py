@@ -1,5 +1,5 @@
 """The HTTP resource tree: /, /metrics, /proxy, /targets, /-/healthy, /-/ready,
-and the site serving it (basic auth, access log).
+and the site serving it (behind :mod:`cadvisor_events.authgate`, access log).
 
 Only wiring and presentation: the data comes from the fleet (followers'
 plain attributes), the counters and prometheus_client's registry. Rendering
@@ -21,16 +21,13 @@ from urllib.parse import unquote_to_bytes
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
-from twisted.cred.portal import IRealm, Portal
 from twisted.internet import abstract, defer, threads
 from twisted.logger import Logger
 from twisted.web import resource
-from twisted.web.guard import BasicCredentialFactory, HTTPAuthSessionWrapper
-from twisted.web._auth.wrapper import UnauthorizedResource
 from twisted.web.http import combinedLogFormatter
 from twisted.web.server import NOT_DONE_YET, Site
-from zope.interface import implementer
 
+from .authgate import AuthGate
 from .exposition import EVENTS_HELP, EVENTS_METRIC, TEXT_CONTENT_TYPE, family_header
 from .plaintext import NotFound, PlainTextResource, error_body
 
@@ -154,7 +151,9 @@ def offer_large_writes(channel) -> None:
     Not unlimited: Twisted copies what is left of its buffer whenever less
     than ``SEND_LIMIT`` is, so a limit above what the kernel takes per send
     would copy the rest of the body again on every write. The innermost
-    transport is the TCP connection, under TLS too.
+    transport is the TCP connection, under TLS too. ``SEND_LIMIT`` is a
+    tunable Twisted does not document: tests/test_web.py fails when its TCP
+    transport stops honouring it, so an upgrade cannot drop it unnoticed.
     """
     transport = getattr(channel, "transport", None)
     while transport is not None and not isinstance(transport, abstract.FileDescriptor):
@@ -198,14 +197,18 @@ def fleet_status(fleet) -> List[Dict[str, Any]]:
     ]
 
 
-class TargetsResource(PlainTextResource):
-    """``/targets``: every followed host's state as JSON."""
+class FleetView(PlainTextResource):
+    """A leaf page showing the fleet (its followers' plain attributes)."""
 
     isLeaf = True
 
     def __init__(self, fleet) -> None:
         super().__init__()
         self.fleet = fleet
+
+
+class TargetsResource(FleetView):
+    """``/targets``: every followed host's state as JSON."""
 
     def render_GET(self, request) -> bytes:
         request.setHeader(b"Content-Type", b"application/json")
@@ -218,14 +221,8 @@ def _when(seconds: Optional[float]) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
 
 
-class StatusPage(PlainTextResource):
+class StatusPage(FleetView):
     """``/``: an HTML page of targets, their state, last event and last error."""
-
-    isLeaf = True
-
-    def __init__(self, fleet) -> None:
-        super().__init__()
-        self.fleet = fleet
 
     def render_GET(self, request) -> bytes:
         rows = []
@@ -279,14 +276,8 @@ class Healthy(PlainTextResource):
         return b"ok\n"
 
 
-class Ready(PlainTextResource):
+class Ready(FleetView):
     """``/-/ready``: 200 once every target has been tried at least once, else 503."""
-
-    isLeaf = True
-
-    def __init__(self, fleet) -> None:
-        super().__init__()
-        self.fleet = fleet
 
     def render_GET(self, request) -> bytes:
         untried = sum(1 for f in self.fleet.followers.values() if not f.tried)
@@ -330,7 +321,7 @@ class Dashes(PlainTextResource):
 
 def build_root(*, registry, counters, fleet_metrics, fleet, proxy) -> Root:
     """Assemble the tree served by every ``--listen`` endpoint (``proxy=None``: no /proxy)."""
-    children = {
+    children: Dict[bytes, resource.Resource] = {
         b"metrics": MetricsResource(registry, counters, fleet_metrics),
         b"targets": TargetsResource(fleet),
         b"-": Dashes(fleet),
@@ -340,78 +331,13 @@ def build_root(*, registry, counters, fleet_metrics, fleet, proxy) -> Root:
     return Root(children, StatusPage(fleet))
 
 
-REALM = b"cadvisor-events"
-UNAUTHORIZED = "unauthorized: this exporter needs HTTP basic auth (a user of its --auth-file)"
-
-
 def build_site(root: Root, *, checker=None) -> Site:
     """The site for every ``--listen`` endpoint: ``root`` behind basic auth when
     a twisted.cred ``checker`` is given, an access log without credentials."""
-    served = root if checker is None else AuthGate(root, checker)
+    served = root if checker is None else AuthGate(root, checker, healthy=root.getChild(b"-", None).healthy)
     site = Site(served, logFormatter=redacted_access_log)
     site.displayTracebacks = False
     return site
-
-
-class AuthGate(resource.Resource):
-    """Everything behind basic auth but ``/-/healthy``, which liveness probes
-    ask without credentials (it tells nothing but that the process serves)."""
-
-    def __init__(self, root: Root, checker) -> None:
-        super().__init__()
-        self.healthy = root.getChild(b"-", None).healthy
-        self.wrapper = PlainAuthWrapper(
-            Portal(_Realm(root), [checker]), [BasicCredentialFactory(REALM)]
-        )
-
-    def getChildWithDefault(self, path: bytes, request):
-        if path == b"-" and request.postpath == [b"healthy"]:
-            return self.healthy
-        return self.wrapper.getChildWithDefault(path, request)
-
-    def render(self, request):
-        return self.wrapper.render(request)
-
-
-class PlainAuthWrapper(HTTPAuthSessionWrapper):
-    """``HTTPAuthSessionWrapper`` whose 401 is our plain text: one sentence,
-    the same for a missing header, an unknown user and a wrong password.
-
-    Its two places that make a 401 are private (``_authorizedResource``,
-    ``_loginFailed``, Twisted 23-26); tests/test_auth.py fails if they change.
-    """
-
-    def _authorizedResource(self, request):
-        return self._plain(super()._authorizedResource(request))
-
-    def _loginFailed(self, result):
-        return self._plain(super()._loginFailed(result))
-
-    def _plain(self, answer):
-        if isinstance(answer, UnauthorizedResource):
-            return PlainUnauthorized(self._credentialFactories)
-        return answer
-
-
-class PlainUnauthorized(UnauthorizedResource):
-    """401 with ``WWW-Authenticate`` (set by Twisted) and a plain-text body."""
-
-    def render(self, request):
-        super().render(request)
-        return error_body(request, 401, UNAUTHORIZED)
-
-
-@implementer(IRealm)
-class _Realm:
-    """Every authenticated user gets the whole tree."""
-
-    def __init__(self, root: resource.Resource) -> None:
-        self.root = root
-
-    def requestAvatar(self, avatar_id, mind, *interfaces):
-        if resource.IResource in interfaces:
-            return resource.IResource, self.root, lambda: None
-        raise NotImplementedError("only web resources here")
 
 
 #: From where a /proxy target starts (after the first path segment or

@@ -12,12 +12,11 @@ from cadvisor_events.access import (
     ProxyAccess,
     Refused,
     parse_allow,
-    pinned_http_client,
-    proxy_http_client,
     resolver,
 )
 from cadvisor_events.cadvisor import CAdvisorClient, UpstreamError, parse_target
-from cadvisor_events.streaming import client_tls_policy
+from cadvisor_events.clienttls import client_tls_policy
+from cadvisor_events.httpclients import pinned_http_client, proxy_http_client
 
 
 class ParseAllowTests(unittest.TestCase):

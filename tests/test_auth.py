@@ -22,7 +22,8 @@ from cadvisor_events.auth import (
     load_auth_file,
     verify_password,
 )
-from cadvisor_events.web import UNAUTHORIZED, build_site
+from cadvisor_events.authgate import UNAUTHORIZED
+from cadvisor_events.web import build_site
 
 from .test_web import WebFixture
 
@@ -234,3 +235,23 @@ class SiteAuthTests(WebFixture):
     def test_head(self):
         response, body = self.get("/metrics", method="HEAD")
         self.assertEqual((response.code, body), (401, b""))
+
+    def test_no_user_name_costs_no_verification(self):
+        # No auth file can list the empty name, so refusing it at once tells nobody anything.
+        for headers in [basic("", ""), basic("", "wonderland")]:
+            response, body = self.get("/metrics", headers=headers)
+            self.assertEqual((response.code, body.decode()), (401, UNAUTHORIZED + "\n"))
+        self.assertEqual(self.calls, [])
+
+    def test_a_broken_checker_is_a_plain_500(self):
+        def broken(function, *args):
+            return defer.fail(RuntimeError("thread pool gone"))
+
+        checker = PasswordFileChecker({"alice": hash_password("wonderland", iterations=FAST)}, defer_to_thread=broken)
+        http = StubTreq(build_site(self.root, checker=checker).resource)
+        response = self.successResultOf(http.get("http://x/metrics", headers=basic("alice", "wonderland")))
+        body = self.successResultOf(response.content())
+        self.assertEqual(response.code, 500)
+        self.assertEqual(response.headers.getRawHeaders("content-type"), ["text/plain; charset=utf-8"])
+        self.assertIn(b"see the exporter's log", body)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

@@ -23,7 +23,7 @@ from cadvisor_events.cadvisor import (
     request_url,
     stream_url,
 )
-from cadvisor_events.streaming import stream_http_client
+from cadvisor_events.httpclients import stream_http_client
 
 
 class ParseTargetTests(unittest.TestCase):

@@ -29,7 +29,7 @@ from cadvisor_events.counters import EventCounters
 from cadvisor_events.fleet import FleetService
 from cadvisor_events.follower import Follower
 from cadvisor_events.simulator import Simulator
-from cadvisor_events.streaming import stream_http_client
+from cadvisor_events.httpclients import stream_http_client
 from cadvisor_events.targets import TargetSpec
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -48,7 +48,7 @@ from cadvisor_events.follower import Follower
 from cadvisor_events.protocol import MAX_LINE
 from cadvisor_events.selfmetrics import FleetMetrics
 from cadvisor_events.simulator import Simulator, rfc3339nano
-from cadvisor_events.streaming import stream_http_client
+from cadvisor_events.httpclients import stream_http_client
 from cadvisor_events.targets import TargetSpec
 from cadvisor_events.web import build_root
 

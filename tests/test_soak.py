@@ -30,7 +30,7 @@ from cadvisor_events.fleet import FleetService
 from cadvisor_events.follower import Follower
 from cadvisor_events.ledger import MAX_OOMS, MAX_WINDOW_EVENTS
 from cadvisor_events.selfmetrics import FleetMetrics
-from cadvisor_events.streaming import stream_http_client
+from cadvisor_events.httpclients import stream_http_client
 from cadvisor_events.targets import TargetSpec
 
 from .support import before

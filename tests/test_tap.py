@@ -16,7 +16,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from cadvisor_events import auth, tap
 from cadvisor_events.auth import hash_password
 from cadvisor_events.cadvisor import parse_target
-from cadvisor_events.streaming import UnverifiedPolicyForHTTPS, client_tls_policy
+from cadvisor_events.clienttls import UnverifiedPolicyForHTTPS, client_tls_policy
 
 from .test_tls import self_signed, server_options
 

@@ -21,9 +21,9 @@ from twisted.internet import defer, reactor, ssl
 from twisted.trial import unittest
 from twisted.web import resource, server
 
-from cadvisor_events.access import pinned_http_client
 from cadvisor_events.cadvisor import CAdvisorClient, UpstreamError, parse_target
-from cadvisor_events.streaming import client_tls_policy, load_ca_file, stream_http_client
+from cadvisor_events.clienttls import client_tls_policy, load_ca_file
+from cadvisor_events.httpclients import pinned_http_client, stream_http_client
 
 HISTORY = b'[{"container_name":"/a","timestamp":"2026-11-24T17:25:55Z","event_type":"oom","event_data":{}}]'
 SECRET = "s3cret-tls"

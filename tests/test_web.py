@@ -3,6 +3,7 @@
 import gzip
 import json
 import shutil
+import socket
 import subprocess
 
 from prometheus_client import CollectorRegistry, Counter
@@ -10,7 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_families
 from treq.client import HTTPClient
 from treq.testing import StubTreq
-from twisted.internet import abstract, defer, reactor
+from twisted.internet import abstract, defer, reactor, tcp
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock, deferLater
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
@@ -216,6 +218,19 @@ class LargeWritesTests(WebFixture):
         self.assertEqual(tcp.SEND_LIMIT, SCRAPE_SEND_LIMIT)
         self.assertEqual(abstract.FileDescriptor.SEND_LIMIT, 128 * 1024)  # only that connection
         offer_large_writes(object())  # no transport at all: nothing to do, no error
+
+    def test_twisted_still_honours_SEND_LIMIT(self):
+        # SEND_LIMIT is not documented API: should a Twisted release drop or stop
+        # reading it, offer_large_writes would silently do nothing. Pin it: the
+        # class attribute exists and a TCP transport sends at most that per write.
+        self.assertIn("SEND_LIMIT", vars(abstract.FileDescriptor))
+        ours, theirs = socket.socketpair()
+        self.addCleanup(theirs.close)
+        transport = tcp.Connection(ours, Protocol(), reactor)
+        self.addCleanup(ours.close)
+        transport.SEND_LIMIT = 7
+        self.assertEqual(transport.writeSomeData(b"x" * 100), 7)
+        self.assertEqual(theirs.recv(100), b"x" * 7)
 
     @defer.inlineCallbacks
     def test_a_metrics_connection_over_loopback(self):
