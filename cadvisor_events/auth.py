@@ -35,7 +35,7 @@ from zope.interface import implementer
 try:
     import bcrypt
 except ImportError:  # optional: only for $2b$ lines
-    bcrypt = None
+    bcrypt = None  # type: ignore[assignment]
 
 PBKDF2_PREFIX = "$pbkdf2-sha256$"
 BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")

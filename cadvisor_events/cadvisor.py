@@ -8,13 +8,14 @@ password reach a log, a label or an error message.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, cast
 from urllib.parse import quote, urlencode, urlsplit
 
 import attrs
 import treq
 from hyperlink import EncodedURL
 from twisted.internet import defer
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.error import (
     ConnectError,
     ConnectionRefusedError,
@@ -415,7 +416,7 @@ class LimitedBodyReader(Protocol):
         # connectionLost that stopProducing causes must not fire it again.
         self.finished = None
         if self.transport is not None:
-            self.transport.stopProducing()
+            cast(IPushProducer, self.transport).stopProducing()
 
     def connectionLost(self, reason: Failure = Failure(_DONE)) -> None:
         finished, self.finished = self.finished, None

@@ -89,9 +89,11 @@ class Burst:
         self._parts: list[tuple[bytes, bytes, Optional[bytes]]] = []
         for index in range(keys):
             event_type = _BURST_TYPES[index % len(_BURST_TYPES)]
-            extra = {"process_name": processes[(index // 2) % len(processes)], "pid": 1} \
-                if event_type == "oomKill" else {}
-            event = SimulatedEvent.create(names[index // 2], event_type, self.first_ns, offset, **extra)
+            if event_type == "oomKill":
+                event = SimulatedEvent.create(names[index // 2], event_type, self.first_ns, offset,
+                                              process_name=processes[(index // 2) % len(processes)], pid=1)
+            else:
+                event = SimulatedEvent.create(names[index // 2], event_type, self.first_ns, offset)
             head, stamp, tail = event.json.partition(b'"timestamp":"' + event.timestamp.encode() + b'"')
             self.templates.append(event)
             if event_type == "oomKill":

@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import collections
 import random
-from typing import Iterable, Optional, Sequence, Union
+from typing import Iterable, Optional, Sequence, Union, cast
 
 import attrs
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
 from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET, Request
 
 from .api import CadvisorResource
 from .burst import Burst
-from .generate import RANDOM_TYPE_WEIGHTS, RandomEmitter, container_names, random_event_details
+from .generate import RANDOM_TYPES, RANDOM_WEIGHTS, RandomEmitter, container_names, random_event_details
 from .golang import GO_ZERO_TIME_NS, NS_PER_SECOND
 from .query import EVENT_TYPES, EventQuery
 from .store import EventStore, SimulatedEvent, timestamp_of
@@ -66,10 +66,11 @@ class Simulator:
                  containers: int = 50, deletion_exit_codes: bool = False,
                  oom_clock_error: Optional[float] = None) -> None:
         if clock is None:
-            from twisted.internet import reactor as clock  # type: ignore[no-redef]
+            from twisted.internet import reactor
+            clock = cast(IReactorTime, reactor)
         if not -1440 < tz_offset_minutes < 1440:
             raise ValueError("tz_offset_minutes must be within a day, not %r" % (tz_offset_minutes,))
-        self.clock = clock
+        self.clock: IReactorTime = clock
         self.tz_offset_minutes = tz_offset_minutes
         self.event_limit, self.age_limit = event_limit, age_limit
         self.deletion_exit_codes = deletion_exit_codes
@@ -90,7 +91,7 @@ class Simulator:
         self._watch_ids = iter(range(1, 1 << 62))
         self._last_timestamp_ns = GO_ZERO_TIME_NS
         self._emitter: Optional[RandomEmitter] = None
-        self._pending_replay = None
+        self._pending_replay: Optional[IDelayedCall] = None
         self.burst: Optional["Burst"] = None
 
     # -- emitting -------------------------------------------------------------------
@@ -139,11 +140,10 @@ class Simulator:
         :meth:`restart` reads it from the kernel log and emits it, a new OOM (ground truth)."""
         true_ns = self.next_timestamp_ns()
         self.reserve_timestamps_through(true_ns)
-        for name, event_type, extra in ((container_name, "oom", {}),
-                                        (victim_container or container_name, "oomKill",
-                                         {"process_name": process_name, "pid": pid, "constraint": constraint})):
-            event = SimulatedEvent.create(name, event_type, true_ns, self.tz_offset_minutes, **extra)
-            self._kernel_log.append((true_ns, event, False))
+        oom = SimulatedEvent.create(container_name, "oom", true_ns, self.tz_offset_minutes)
+        kill = SimulatedEvent.create(victim_container or container_name, "oomKill", true_ns, self.tz_offset_minutes,
+                                     process_name=process_name, pid=pid, constraint=constraint)
+        self._kernel_log += [(true_ns, oom, False), (true_ns, kill, False)]
 
     def emit_oom(self, container_name: str, process_name: str, pid: int, *,
                  victim_container: Optional[str] = None, constraint: Optional[str] = None) -> tuple[SimulatedEvent, SimulatedEvent]:
@@ -158,7 +158,7 @@ class Simulator:
         """``n`` events of mixed types (40/40/10/10 %) over the container pool, timestamped now;
         OOMs come as ``oom``/``oomKill`` pairs (a last lone one becomes a creation)."""
         rng = rng or self.rng
-        types, weights = zip(*RANDOM_TYPE_WEIGHTS)
+        types, weights = RANDOM_TYPES, RANDOM_WEIGHTS
         events: list[SimulatedEvent] = []
         for event_type in rng.choices(types, weights, k=n):
             if len(events) >= n:
@@ -184,7 +184,7 @@ class Simulator:
         names = container_names(containers, rng) if isinstance(containers, int) else list(containers or self.container_pool)
         span = 3600 * NS_PER_SECOND
         first = int(self.clock.seconds() * NS_PER_SECOND) - span
-        types, weights = zip(*RANDOM_TYPE_WEIGHTS)
+        types, weights = RANDOM_TYPES, RANDOM_WEIGHTS
         by_type: dict[str, list[SimulatedEvent]] = collections.defaultdict(list)
         events = []
         kill_details = None
@@ -237,7 +237,7 @@ class Simulator:
 
         :raises GoPanic: where cAdvisor's Go code panics.
         """
-        selected = []
+        selected: list[SimulatedEvent] = []
         for event_type in query.event_types:
             store = self._stores.get(event_type)
             if store is not None:
@@ -296,7 +296,7 @@ class Simulator:
         """Abort every open stream's connection: no terminating chunk, like a crash."""
         watches, self._watches = self._watches, {}
         for watch in watches.values():
-            watch.request.transport.abortConnection()
+            cast(ITCPTransport, watch.request.transport).abortConnection()
 
     def restart(self, keep_history: bool = False, replay_delay: Optional[float] = None,
                 oom_clock_error: Optional[float] = None) -> None:

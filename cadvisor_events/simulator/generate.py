@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
 from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
@@ -23,13 +23,15 @@ from twisted.logger import Logger
 if TYPE_CHECKING:
     from .core import Simulator
 
-__all__ = ["COMMON_PROCESS_NAMES", "HOSTILE_PROCESS_NAMES", "RANDOM_TYPE_WEIGHTS", "RandomEmitter",
+__all__ = ["COMMON_PROCESS_NAMES", "HOSTILE_PROCESS_NAMES", "RANDOM_TYPE_WEIGHTS", "RANDOM_TYPES", "RANDOM_WEIGHTS", "RandomEmitter",
            "container_names", "random_event_details"]
 
 log = Logger()
 
 #: Per draw; an "oom" draw is an OOM pair (oom + oomKill), so events come 40/40/10/10 %.
 RANDOM_TYPE_WEIGHTS = (("containerCreation", 40), ("containerDeletion", 40), ("oom", 10))
+RANDOM_TYPES = [event_type for event_type, _ in RANDOM_TYPE_WEIGHTS]
+RANDOM_WEIGHTS = [weight for _, weight in RANDOM_TYPE_WEIGHTS]
 COMMON_PROCESS_NAMES = ("java", "node", "python3", "postgres", "nginx", "ruby", "php-fpm", "dotnet",
                         "nginx: worker process", "kube-apiserver")
 HOSTILE_PROCESS_NAMES = ('sh -c "sleep 1"', "C:\\app\\run.exe", "<script>&amp;</script>", "café-crème",
@@ -37,7 +39,7 @@ HOSTILE_PROCESS_NAMES = ('sh -c "sleep 1"', "C:\\app\\run.exe", "<script>&amp;</
                          "sep\u2028\u2029", 'back\\slash "quote"', "", " java ")
 
 
-def random_event_details(rng: random.Random, event_type: str, deletion_exit_codes: bool) -> dict:
+def random_event_details(rng: random.Random, event_type: str, deletion_exit_codes: bool) -> Dict[str, Any]:
     """The event data a random event of ``event_type`` carries, drawn from ``rng``: an
     ``oomKill``'s process, pid and constraint, a deletion's exit code when
     ``deletion_exit_codes`` (newer cAdvisors), else nothing."""
@@ -87,7 +89,7 @@ class RandomEmitter(Service):
         if rate <= 0:
             raise ValueError("rate must be positive, not %r" % (rate,))
         self.simulator, self.rate = simulator, rate
-        self.clock = clock or simulator.clock
+        self.clock: IReactorTime = clock or simulator.clock
         self._loop: Optional[LoopingCall] = None
 
     def startService(self) -> None:

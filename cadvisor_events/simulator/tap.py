@@ -18,6 +18,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.web.server import Site
 
+from ..options import number
 from .burst import ControlledSite
 from .core import Simulator
 from .generate import RandomEmitter
@@ -27,31 +28,17 @@ __all__ = ["EndpointListener", "Options", "makeService"]
 log = Logger()
 
 
-def _number(kind, name: str, minimum: float):
-    """An option coercer that says which option was wrong and why."""
-    def coerce(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise ValueError(f"--{name} must be a number, not {text!r}") from None
-        if value < minimum:
-            raise ValueError(f"--{name} must be at least {minimum}, not {text!r}")
-        return value
-    coerce.coerceDoc = f"(at least {minimum})"  # type: ignore[attr-defined]
-    return coerce
-
-
 class Options(usage.Options):
     """Options of ``twistd cadvisor-simulator``."""
 
     synopsis = "[--listen ENDPOINT]... [--rate EVENTS_PER_S] [--history N] [--containers N]"
     optParameters = [
-        ["rate", None, 2.0, "random events emitted per second (0: none)", _number(float, "rate", 0)],
-        ["history", None, 0, "pre-fill history with N events over the past hour", _number(int, "history", 0)],
-        ["containers", None, 50, "distinct containers random events use", _number(int, "containers", 1)],
-        ["tz-offset", None, -180, "timestamps' zone offset in minutes (0 writes Z)", _number(int, "tz-offset", -1439)],
-        ["event-limit", None, 100_000, "history per event type (-1: no limit, 0: none)", _number(int, "event-limit", -1)],
-        ["age-limit", None, 86400.0, "seconds of history kept", _number(float, "age-limit", 0)],
+        ["rate", None, 2.0, "random events emitted per second (0: none)", number(float, "rate", 0)],
+        ["history", None, 0, "pre-fill history with N events over the past hour", number(int, "history", 0)],
+        ["containers", None, 50, "distinct containers random events use", number(int, "containers", 1)],
+        ["tz-offset", None, -180, "timestamps' zone offset in minutes (0 writes Z)", number(int, "tz-offset", -1439)],
+        ["event-limit", None, 100_000, "history per event type (-1: no limit, 0: none)", number(int, "event-limit", -1)],
+        ["age-limit", None, 86400.0, "seconds of history kept", number(float, "age-limit", 0)],
         ["seed", None, 0, "seed of container names and random events", int],
     ]
     optFlags = [
@@ -115,7 +102,7 @@ def makeService(config: Options, reactor=None) -> IService:
     for embedding (the exporter's ``--demo``).
     """
     if reactor is None:
-        from twisted.internet import reactor  # type: ignore[no-redef]
+        from twisted.internet import reactor
     simulator = Simulator(clock=reactor, tz_offset_minutes=config["tz-offset"], event_limit=config["event-limit"],
                           age_limit=config["age-limit"], seed=config["seed"], containers=config["containers"],
                           deletion_exit_codes=bool(config["deletion-exit-codes"]))
