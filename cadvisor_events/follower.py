@@ -80,7 +80,7 @@ class Follower(Service):
         "state", "up", "state_since", "tried", "received", "invalid_lines", "connects",
         "failures", "backfilled", "duplicates_dropped", "gaps", "last_error", "retries",
         "_client", "_counters", "_count", "_clock", "_backoff", "_gate", "_gate_held", "_gate_wait",
-        "_attempt", "_timer", "_pending", "_protocol", "_buffer", "_buffer_oldest", "_ledger",
+        "_attempt", "_timer", "_pending", "_protocol", "_buffer", "_ledger",
         "_recent", "_settle_call", "_synced", "_backfill_from", "_logged_reason",
         "_invalid_logged", "_held", "_held_at", "_held_call", "_after_held_handler",
     )
@@ -145,8 +145,8 @@ class Follower(Service):
         self._timer = None
         self._pending: Optional[defer.Deferred] = None
         self._protocol: Optional[EventStreamProtocol] = None
+        # Stream events held while a backfill runs (timed and merged when the history arrives).
         self._buffer: Optional[list] = None
-        self._buffer_oldest: Optional[int] = None
         # With max_clock_skew, an event dated further ahead of our clock is not trusted as the
         # resume point (see Ledger); None trusts every timestamp.
         self.max_clock_skew = max_clock_skew
@@ -284,7 +284,6 @@ class Follower(Service):
         if self._synced or self.seed_history:
             start_time = self.backfill_since if self._synced else None
             self._buffer = []
-            self._buffer_oldest = None
             protocol.on_event = self._on_buffered_event
             self._set_state("backfilling")
             response.deliverBody(protocol)
@@ -336,9 +335,10 @@ class Follower(Service):
         self.invalid_lines += invalid
         self.received += len(history)
         self._check_gap(history)
-        buffered, oldest = self._buffer, self._buffer_oldest
-        self._buffer = self._buffer_oldest = None
-        result = merge_backfill(self._ledger, start_ns, history, buffered or [], oldest, self._count)
+        buffered = self._timed(self._buffer or [])
+        self._buffer = None
+        oldest = min((ns for _, ns in buffered), default=None)
+        result = merge_backfill(self._ledger, start_ns, history, buffered, oldest, self._count)
         self.backfilled += result.backfilled
         self.duplicates_dropped += result.dropped
         self._synced = True
@@ -389,20 +389,23 @@ class Follower(Service):
 
     def _on_buffered_event(self, event: Event) -> None:
         """While backfilling: hold stream events for the merge (bounded)."""
-        try:
-            ns = timestamp_ns(event.timestamp)
-        except InvalidEvent as e:
-            self._on_invalid(str(e))
-            return
-        self.received += 1
         buffer = self._buffer
         if buffer is None:  # not backfilling (a stale path): nothing to hold for
             return
-        buffer.append((event, ns))
-        if self._buffer_oldest is None or ns < self._buffer_oldest:
-            self._buffer_oldest = ns
+        buffer.append(event)
         if len(buffer) > self.max_buffered:
             self._overflow()
+
+    def _timed(self, events: list) -> list:
+        """``(event, ns)`` for the held ``events``; one with a bad timestamp is an invalid line."""
+        timed = []
+        for event in events:
+            try:
+                timed.append((event, timestamp_ns(event.timestamp)))
+            except InvalidEvent as e:
+                self._on_invalid(str(e))
+        self.received += len(timed)
+        return timed
 
     def _on_settling_event(self, event: Event) -> None:
         """Just after a backfill: also drop late repeats of the history's newest events."""
@@ -548,7 +551,7 @@ class Follower(Service):
             if not keep_on_end:
                 protocol.on_end = _ignore
             protocol.close()
-        self._buffer = self._buffer_oldest = None
+        self._buffer = None
         self._recent = None
 
     def _set_state(self, state: str) -> None:

@@ -48,42 +48,39 @@ class EventSource(Protocol):
 class HostStatus(Protocol):
     """What one followed host shows: the status page, ``/targets`` and self-metrics read it."""
 
+    target: "Target"
+    state: str
+    up: bool
+    state_since: float
+    received: int
+    invalid_lines: int
+    connects: int
+    failures: Mapping[str, int]
+    backfilled: int
+    duplicates_dropped: int
+    gaps: int
+    last_error: Optional[str]
+
     @property
-    def target(self) -> "Target": ...
+    def future_events(self) -> int:
+        """Events dated too far ahead of this process's clock (counted)."""
+
     @property
-    def state(self) -> str: ...
+    def dedup_evicted(self) -> Mapping[str, int]:
+        """Counted events forgotten early because de-duplication state is capped, by state."""
+
     @property
-    def up(self) -> bool: ...
-    @property
-    def state_since(self) -> float: ...
-    @property
-    def received(self) -> int: ...
-    @property
-    def invalid_lines(self) -> int: ...
-    @property
-    def connects(self) -> int: ...
-    @property
-    def failures(self) -> Mapping[str, int]: ...
-    @property
-    def backfilled(self) -> int: ...
-    @property
-    def duplicates_dropped(self) -> int: ...
-    @property
-    def gaps(self) -> int: ...
-    @property
-    def future_events(self) -> int: ...
-    @property
-    def dedup_evicted(self) -> Mapping[str, int]: ...
-    @property
-    def last_event_time(self) -> Optional[float]: ...
-    @property
-    def last_error(self) -> Optional[str]: ...
+    def last_event_time(self) -> Optional[float]:
+        """Unix time of the newest event counted, or None."""
 
 
 class FleetView(Protocol):
     """The followed hosts by name, and the target specs (labels) they were made from."""
 
     @property
-    def followers(self) -> Mapping[str, HostStatus]: ...
+    def followers(self) -> Mapping[str, HostStatus]:
+        """Target name -> its follower."""
+
     @property
-    def specs(self) -> Mapping[str, "TargetSpec"]: ...
+    def specs(self) -> Mapping[str, "TargetSpec"]:
+        """Target name -> the spec (target, file_sd labels) its follower was made from."""
