@@ -14,7 +14,7 @@ the figure does not include this process's own load.
 At the end (chaos stopped, every host back, three last events per host
 counted live) the counters read from the exporter's ``/metrics`` are checked
 against each simulator's ground truth (the chaos engine and its check are
-``tests/test_soak.py``'s, which also runs them for ~15 s in-process):
+``tests/chaos.py``'s; tests/test_soak.py also runs them for ~15 s in-process):
 
 * no host has any series above ground truth (nothing counted twice);
 * a host whose ``cadvisor_events_gaps_total`` stayed 0 equals ground truth
@@ -57,7 +57,7 @@ from twisted.web.client import Agent, HTTPConnectionPool  # noqa: E402
 from twisted.web.server import Site  # noqa: E402
 
 from cadvisor_events.simulator import Simulator  # noqa: E402
-from tests.test_soak import Chaos, LOSSY  # noqa: E402
+from tests.chaos import Chaos, LOSSY  # noqa: E402
 
 PROBER = r"""
 import http.client, sys, time

@@ -25,7 +25,7 @@ from cadvisor_events.auth import (
 from cadvisor_events.authgate import UNAUTHORIZED
 from cadvisor_events.web import build_site
 
-from .test_web import WebFixture
+from .support import WebFixture
 
 FAST = 10_000  # the least the file accepts: fast tests, same code path
 

@@ -18,57 +18,19 @@ import socket
 import sys
 
 from prometheus_client.parser import text_string_to_metric_families
-from treq.client import HTTPClient
 from twisted.internet import defer, protocol, reactor, task
 from twisted.trial import unittest
-from twisted.web.client import Agent, HTTPConnectionPool
-from twisted.web.server import Site
 
 from cadvisor_events.cadvisor import CAdvisorClient, parse_target
 from cadvisor_events.counters import EventCounters
 from cadvisor_events.fleet import FleetService
 from cadvisor_events.follower import Follower
-from cadvisor_events.simulator import Simulator
 from cadvisor_events.httpclients import stream_http_client
 from cadvisor_events.targets import TargetSpec
 
+from .support import Hosts, http_client, until
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@defer.inlineCallbacks
-def wait_for(predicate, timeout=20.0, what="condition"):
-    """Poll ``predicate`` while real I/O happens; fail after ``timeout`` seconds."""
-    deadline = reactor.seconds() + timeout
-    while not predicate():
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        yield task.deferLater(reactor, 0.02, lambda: None)
-
-
-def http_client() -> HTTPClient:
-    """A client that leaves no connection behind (trial checks the reactor is clean)."""
-    return HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
-
-
-class Hosts:
-    """N simulators, each on its own loopback port."""
-
-    def __init__(self, count: int) -> None:
-        self.sims = [Simulator(clock=reactor, seed=i, containers=30) for i in range(count)]
-        self.ports = [
-            reactor.listenTCP(0, Site(sim.resource), interface="127.0.0.1") for sim in self.sims
-        ]
-        self.names = [f"127.0.0.1:{port.getHost().port}" for port in self.ports]
-
-    def by_name(self):
-        return dict(zip(self.names, self.sims))
-
-    @defer.inlineCallbacks
-    def stop(self):
-        for sim in self.sims:
-            sim.stop_emitting()
-            sim.cut_streams()
-        yield defer.gatherResults([port.stopListening() for port in self.ports])
 
 
 class NoLossTests(unittest.TestCase):
@@ -105,7 +67,7 @@ class NoLossTests(unittest.TestCase):
         def all_up(connects):
             return lambda: all(f.up and f.connects >= connects and f.state == "up" for f in followers)
 
-        yield wait_for(all_up(1), what="every stream up")
+        yield until(all_up(1), "every stream up")
         for sim in hosts.sims:
             sim.start_emitting(40)
         rng = random.Random(7)
@@ -118,7 +80,7 @@ class NoLossTests(unittest.TestCase):
                 sim.emit_random(rng.randint(1, 5))
                 # A new OOM kill each round (a kernel does not reuse a pid within a second).
                 sim.emit_oom(sim.container_pool[0], 'java "main" <&>', 4242 + round_)
-            yield wait_for(all_up(round_ + 2), what=f"every stream back after break {round_ + 1}")
+            yield until(all_up(round_ + 2), f"every stream back after break {round_ + 1}")
         for sim in hosts.sims:
             sim.stop_emitting()
             sim.emit_random(3)  # the last events arrive live
@@ -129,7 +91,7 @@ class NoLossTests(unittest.TestCase):
                 for name, sim in hosts.by_name().items()
             )
 
-        yield wait_for(caught_up, what="every event counted")
+        yield until(caught_up, "every event counted")
         for name, sim in hosts.by_name().items():
             expected = dict(sim.ground_truth())
             self.assertEqual(counters.hosts[name].values(), expected, name)
@@ -165,7 +127,7 @@ class RestartTests(unittest.TestCase):
             return all(f.state == "up" and counters.hosts[name].values() == dict(sim.ground_truth())
                        for f, (name, sim) in zip(followers, hosts.by_name().items()))
 
-        yield wait_for(exact, what="the seed")
+        yield until(exact, "the seed")
         rng = random.Random(3)
         pid = 1000
         for round_ in range(6):
@@ -174,7 +136,7 @@ class RestartTests(unittest.TestCase):
                 for _ in range(2):  # OOM kills are the newest events counted
                     pid += 1
                     sim.emit_oom(container, "java", pid)
-            yield wait_for(exact, what=f"the OOMs of round {round_ + 1}")
+            yield until(exact, f"the OOMs of round {round_ + 1}")
             for sim in hosts.sims:
                 pid += 1
                 sim.kernel_oom(sim.container_pool[0], "node", pid)  # while it is down: new
@@ -182,8 +144,8 @@ class RestartTests(unittest.TestCase):
                 sim.restart(replay_delay=None if round_ % 2 else rng.uniform(0.05, 0.3),
                             oom_clock_error=rng.random())
             try:
-                yield wait_for(lambda: all(sim.open_streams and not sim.replaying for sim in hosts.sims) and exact(),
-                               what=f"every host back after restart {round_ + 1}")
+                yield until(lambda: all(sim.open_streams and not sim.replaying for sim in hosts.sims) and exact(),
+                            f"every host back after restart {round_ + 1}")
             except AssertionError:
                 self.fail(f"after restart {round_ + 1}: " + "; ".join(
                     f"{name} {f.state}: over {dict(collections.Counter(counters.hosts[name].values()) - sim.ground_truth())}"
@@ -191,7 +153,7 @@ class RestartTests(unittest.TestCase):
                     for f, (name, sim) in zip(followers, hosts.by_name().items())))
             for sim in hosts.sims:
                 sim.emit_random(3)
-            yield wait_for(exact, what="live events after the restart")
+            yield until(exact, "live events after the restart")
         for f, sim in zip(followers, hosts.sims):
             self.assertGreater(len(sim.replayed), 20)
             self.assertGreaterEqual(f.duplicates_dropped, len(sim.replayed) // 2)
@@ -275,14 +237,13 @@ class ServiceTests(unittest.TestCase):
     @defer.inlineCallbacks
     def poll(self, fetch, predicate, what, timeout=20.0):
         """Fetch over HTTP until ``predicate(result)`` holds; return the result."""
-        deadline = reactor.seconds() + timeout
-        while True:
-            result = yield fetch()
-            if predicate(result):
-                return result
-            if reactor.seconds() > deadline:
-                raise AssertionError(f"timed out waiting for {what}; last: {result!r}")
-            yield task.deferLater(reactor, 0.05, lambda: None)
+        last: list = []
+
+        def fetched():
+            return fetch().addCallback(lambda result: last.append(result) or predicate(result))
+
+        yield until(fetched, what, timeout, interval=0.05, detail=lambda: f"last: {last[-1]!r}" if last else "")
+        return last[-1]
 
     @defer.inlineCallbacks
     def test_demo_shows_events_and_sigterm_exits_cleanly(self):

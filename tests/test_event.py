@@ -13,10 +13,7 @@ from cadvisor_events.event import (
     timestamp_ns,
 )
 
-OOM_KILL = (
-    b'{"container_name":"/kubepods/burstable/pod1f/3c9","timestamp":"2026-11-24T17:25:55.873677656-03:00",'
-    b'"event_type":"oomKill","event_data":{"oom":{"pid":23081,"process_name":"java","constraint":"CONSTRAINT_MEMCG"}}}'
-)
+from .support import OOM_KILL
 
 
 class DecodeEventTests(unittest.TestCase):

@@ -10,13 +10,10 @@ from twisted.application.service import Service
 from twisted.internet import defer, task
 from twisted.trial import unittest
 
-from cadvisor_events.cadvisor import parse_target
 from cadvisor_events.fleet import GC_THRESHOLDS, SMALL_BATCH, SPREAD_MAX, SPREAD_RATE, FleetService, tune_gc
 from cadvisor_events.targets import TargetSpec, shard_of
 
-
-def spec(text: str, **labels: str) -> TargetSpec:
-    return TargetSpec(target=parse_target(text), labels=labels)
+from .support import spec
 
 
 def many(count: int) -> list[TargetSpec]:

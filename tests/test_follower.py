@@ -1,190 +1,28 @@
 """Tests for cadvisor_events.follower (and its de-duplication state, cadvisor_events.dedup).
 
-Time comes from ``task.Clock``; cAdvisor is a fake client whose Deferreds the
-tests fire, plus one end-to-end test against the simulator on a loopback port.
+Time comes from ``task.Clock``; cAdvisor is the fake client of
+``cadvisor_events.testing``, whose Deferreds the tests fire, plus one
+end-to-end test against the simulator on a loopback port.
 """
 
 from __future__ import annotations
 
 import collections
-import datetime
 
-import msgspec
 from hypothesis import given, settings, strategies as st
-from twisted.application.internet import backoffPolicy
 from twisted.internet import defer, task
-from twisted.internet.error import ConnectionLost, ConnectionRefusedError
-from twisted.internet.testing import StringTransport
+from twisted.internet.error import ConnectionRefusedError
 from twisted.logger import globalLogPublisher
-from twisted.python.failure import Failure
 from twisted.trial import unittest
-from twisted.web.client import ResponseDone, ResponseFailed
-from twisted.web.http import PotentialDataLoss
 
 from cadvisor_events.cadvisor import Target, UpstreamError
-from cadvisor_events.event import Event, InvalidEvent, decode_event, parse_history, strict_timestamp_ns, timestamp_ns
+from cadvisor_events.event import InvalidEvent, decode_event, parse_history, strict_timestamp_ns, timestamp_ns
 from cadvisor_events.ledger import MAX_OOMS, RECENT_TAIL, Ledger, merge_backfill
 from cadvisor_events.gate import ConnectGate
 from cadvisor_events.follower import PARTNER_WAIT, Follower
+from cadvisor_events.testing import CountingSink, FakeClient, FakeResponse, history_body
 
-from .support import before
-
-TARGET = Target("cadvisor.example", 8080)
-NO_JITTER = backoffPolicy(initialDelay=1.0, maxDelay=30.0, factor=2.0, jitter=lambda: 0)
-
-
-# -- fakes ------------------------------------------------------------------------------
-
-
-def ts(second: int, nanos: int = 0, zone: str = "-03:00") -> str:
-    """A Go RFC 3339 timestamp (trailing zeros trimmed) ``second`` seconds after a base."""
-    base = datetime.datetime(2026, 11, 24, 17, 0, 0) + datetime.timedelta(seconds=second)
-    frac = ("." + ("%09d" % nanos).rstrip("0")) if nanos else ""
-    return base.strftime("%Y-%m-%dT%H:%M:%S") + frac + zone
-
-
-def event(container: str, event_type: str, timestamp: str, process: str = None, pid: int = None) -> bytes:
-    """One event's JSON, as cAdvisor writes it."""
-    doc = {"container_name": container, "timestamp": timestamp, "event_type": event_type, "event_data": {}}
-    if process is not None:
-        doc["event_data"] = {"oom": {"pid": pid or 1, "process_name": process}}
-    return msgspec.json.encode(doc)
-
-
-def history(*lines: bytes) -> bytes:
-    return b"[" + b",".join(lines) + b"]"
-
-
-class BodyTransport(StringTransport):
-    """The response body's producer; remembers that the follower stopped it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stopped = False
-
-    def stopProducing(self) -> None:
-        super().stopProducing()
-        self.stopped = True
-
-
-class FakeResponse:
-    code = 200
-
-    def __init__(self) -> None:
-        self.protocol = None
-        self.transport = BodyTransport()
-
-    def deliverBody(self, protocol) -> None:
-        self.protocol = protocol
-        protocol.makeConnection(self.transport)
-
-    def send(self, *lines: bytes) -> None:
-        for line in lines:
-            self.protocol.dataReceived(line + b"\n")
-
-    def end(self) -> None:
-        self.protocol.connectionLost(Failure(ResponseDone()))
-
-    def cut(self) -> None:
-        self.protocol.connectionLost(Failure(PotentialDataLoss()))
-
-    def reset(self) -> None:
-        self.protocol.connectionLost(Failure(ResponseFailed([Failure(ConnectionLost())])))
-
-
-class FakeClient:
-    """A CAdvisorClient whose answers the test gives."""
-
-    def __init__(self) -> None:
-        self.streams: list[defer.Deferred] = []
-        self.histories: list[tuple[str, defer.Deferred]] = []
-        self.responses: list[FakeResponse] = []
-
-    def open_stream(self, target, *, oom_only, timeout):
-        d = defer.Deferred()
-        self.streams.append(d)
-        return d
-
-    def fetch_history(self, target, *, oom_only, start_time=None, timeout=30.0, max_bytes=0):
-        d = defer.Deferred()
-        self.histories.append((start_time, d))
-        return d
-
-    def accept(self) -> FakeResponse:
-        """Answer the latest stream request with 200 and an open body."""
-        response = FakeResponse()
-        self.responses.append(response)
-        self.streams[-1].callback(response)
-        return response
-
-    def answer_history(self, *lines: bytes) -> None:
-        self.histories[-1][1].callback(history(*lines))
-
-    @property
-    def last_start_time(self):
-        return self.histories[-1][0]
-
-
-class Counters:
-    """The counters sink: counts by the Go seed's key."""
-
-    def __init__(self) -> None:
-        self.counts: collections.Counter = collections.Counter()
-        self.total = 0
-
-    def count(self, event: Event) -> None:
-        self.counts[event.key] += 1
-        self.total += 1
-
-
-def key(line: bytes):
-    return decode_event(line).key
-
-
-class FollowerTestCase(unittest.TestCase):
-    def make(self, **kwargs) -> Follower:
-        self.clock = task.Clock()
-        self.client = FakeClient()
-        self.counters = Counters()
-        kwargs.setdefault("backoff", NO_JITTER)
-        self.follower = Follower(kwargs.pop("target", TARGET), client=self.client, counters=self.counters,
-                                 clock=self.clock, **kwargs)
-        self.follower.startService()
-        self.addCleanup(self._stop)
-        return self.follower
-
-    def _stop(self):
-        if self.follower.running:
-            d = self.follower.stopService()
-            for response in self.client.responses:
-                if response.protocol is not None:
-                    response.reset()
-            return d
-
-    def up(self, *history_lines: bytes) -> FakeResponse:
-        """Connect now: accept the stream and answer the backfill."""
-        self.clock.advance(0)
-        response = self.client.accept()
-        if self.follower.state == "backfilling":
-            self.client.answer_history(*history_lines)
-        self.assertEqual(self.follower.state, "up")
-        return response
-
-    def reconnect_delay(self) -> float:
-        (call,) = self.clock.getDelayedCalls()
-        return call.getTime() - self.clock.seconds()
-
-
-# -- tests ------------------------------------------------------------------------------
-
-
-A = event("/docker/a", "containerCreation", ts(1))
-B = event("/docker/a", "oom", ts(2, 500))
-C = event("/docker/a", "oomKill", ts(2, 500), "java", 42)
-D = event("/docker/b", "containerDeletion", ts(3, 123456789))
-E = event("/docker/b", "containerCreation", ts(4, 1))
-F = event("/docker/c", "oom", ts(5))
-G = event("/docker/c", "oomKill", ts(5), "node", 7)
+from .support import NO_JITTER, A, B, C, D, E, F, G, FollowerTestCase, before, event, key, ts, until
 
 
 class FirstConnectTests(FollowerTestCase):
@@ -456,7 +294,7 @@ class FailureTests(FollowerTestCase):
         self.clock.advance(0)
         self.client.accept()
         bad_ts = event("/docker/z", "oom", "yesterday")
-        self.client.histories[-1][1].callback(history(A, b'{"nope":1}', bad_ts, B))
+        self.client.histories[-1][1].callback(history_body(A, b'{"nope":1}', bad_ts, B))
         self.assertEqual((self.counters.total, f.invalid_lines, f.state), (2, 2, "up"))
 
     def test_overflow(self):
@@ -530,7 +368,7 @@ class GateTests(FollowerTestCase):
     def followers(self, n, gate):
         clock = task.Clock()
         clients = [FakeClient() for _ in range(n)]
-        followers = [Follower(Target(f"h{i}", 1), client=c, counters=Counters(), clock=clock,
+        followers = [Follower(Target(f"h{i}", 1), client=c, counters=CountingSink(), clock=clock,
                               connect_gate=gate, backoff=NO_JITTER) for i, c in enumerate(clients)]
         for f in followers:
             f.startService()
@@ -802,7 +640,7 @@ class DedupTests(unittest.TestCase):
         self.assertEqual(result.dropped, 1)
 
     def test_parse_history_sorts_and_counts_bad_elements(self):
-        timed, invalid = parse_history(history(B, A, b"3"))
+        timed, invalid = parse_history(history_body(B, A, b"3"))
         self.assertEqual([e for e, _ in timed], [decode_event(A), decode_event(B)])
         self.assertEqual(invalid, 1)
         self.assertEqual(parse_history(b"[]"), ([], 0))
@@ -864,7 +702,7 @@ class EndToEndTests(unittest.TestCase):
         self.port = reactor.listenTCP(0, self.site, interface="127.0.0.1")
         self.pool = HTTPConnectionPool(reactor, persistent=False)
         client = CAdvisorClient(reactor, http=HTTPClient(Agent(reactor, pool=self.pool)))
-        self.counters = Counters()
+        self.counters = CountingSink()
         self.follower = Follower(
             Target("127.0.0.1", self.port.getHost().port), client=client, counters=self.counters,
             clock=reactor, backoff=lambda n: 0.05, connect_timeout=5, history_timeout=5)
@@ -877,15 +715,9 @@ class EndToEndTests(unittest.TestCase):
         yield defer.gatherResults(self.server_lost)
         yield self.port.stopListening()
 
-    @defer.inlineCallbacks
-    def until(self, condition, what):
-        """Wait for real I/O to make ``condition()`` true (bounded)."""
-        for _ in range(1000):
-            if condition():
-                return
-            yield task.deferLater(self.reactor, 0.01, lambda: None)
-        self.fail(f"timed out waiting for {what}: state={self.follower.state} "
-                  f"failures={self.follower.failures} counted={self.counters.total}")
+    def progress(self) -> str:
+        return (f"state={self.follower.state} failures={self.follower.failures} "
+                f"counted={self.counters.total}")
 
     def emit(self, n):
         for _ in range(n):
@@ -926,11 +758,11 @@ class EndToEndTests(unittest.TestCase):
         f = self.follower
         self.sim.fill_history(200)
         f.startService()
-        yield self.until(self.caught_up, "the seed")
+        yield until(self.caught_up, "the seed", detail=self.progress)
         self.assertEqual(f.backfilled, 200)
         for round in range(6):
             self.emit(20)  # live
-            yield self.until(self.caught_up, "live events")
+            yield until(self.caught_up, "live events", detail=self.progress)
             if round % 2:
                 self.sim.cut_streams()
             else:
@@ -938,19 +770,19 @@ class EndToEndTests(unittest.TestCase):
             self.emit(15)  # while down: only history has them
             self.emit_on_stream_open(3)  # with the new stream's headers: buffered during the backfill
             self.emit_during_backfill(4)  # on the new stream and in the history answer
-            yield self.until(lambda: self.sim.open_streams == 1, "a new stream")
+            yield until(lambda: self.sim.open_streams == 1, "a new stream", detail=self.progress)
             self.emit(5)  # on the new stream, during the backfill or just after it
-            yield self.until(self.caught_up, "the backfill")
+            yield until(self.caught_up, "the backfill", detail=self.progress)
         self.assertEqual(f.failures, {"eof": 3, "cut": 3})
         # A cAdvisor restart: history emptied, old OOMs replayed with their timestamps.
         self.sim.restart(keep_history=False)
-        yield self.until(lambda: self.sim.open_streams == 1 and f.state == "up", "a new stream")
+        yield until(lambda: self.sim.open_streams == 1 and f.state == "up", "a new stream", detail=self.progress)
         self.emit(10)
-        yield self.until(self.caught_up, "events after the restart")
+        yield until(self.caught_up, "events after the restart", detail=self.progress)
         self.assertGreater(len(self.sim.replayed), 0)
         self.assertEqual(self.counters.counts, self.sim.ground_truth())
         self.assertEqual(f.connects, 8)
         self.assertGreater(f.duplicates_dropped, 0)
         yield f.stopService()
         self.assertEqual(f.state, "stopped")
-        yield self.until(lambda: self.sim.open_streams == 0, "the stream to close")
+        yield until(lambda: self.sim.open_streams == 0, "the stream to close", detail=self.progress)

@@ -13,9 +13,10 @@ exporter's buffers stay bounded, and nothing is logged as an unhandled error
 (trial fails a test that logs one). The property tests at the end add what
 tests/test_protocol.py and tests/test_event.py do not cover yet.
 
-Longer than ~400 lines on purpose: the raw servers, the in-process rig and
-the scenarios share one set of helpers, kept next to the scenarios that use
-them. Waiting is always for real I/O (a bounded poll); where time must pass
+Longer than ~400 lines on purpose: the raw servers and the scenarios share
+one set of helpers, kept next to the scenarios that use them (the rig and the
+healthy host, which tests/test_soak.py uses too, are in tests/support.py).
+Waiting is always for real I/O (a bounded poll); where time must pass
 (backoff) the followers run on a ``task.Clock`` while their I/O stays real.
 """
 
@@ -24,116 +25,33 @@ from __future__ import annotations
 import collections
 import json
 import time
-from typing import Callable, Dict, List, Optional
+from typing import List, Optional
 
 import msgspec
 from hypothesis import given, settings, strategies as st
-from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.interfaces import IPushProducer
-from twisted.logger import Logger
 from twisted.trial import unittest
-from twisted.web.resource import Resource
-from twisted.web.server import Site
 from zope.interface import implementer
 
-from cadvisor_events.cadvisor import CAdvisorClient, parse_target
+from cadvisor_events.cadvisor import parse_target
 from cadvisor_events.counters import EventCounters
 from cadvisor_events.event import parse_history
 from cadvisor_events.ledger import MAX_FUTURE, MAX_OOMS, MAX_WINDOW_EVENTS
 from cadvisor_events.event import InvalidEvent, decode_event, timestamp_ns
-from cadvisor_events.fleet import FleetService
 from cadvisor_events.follower import Follower
 from cadvisor_events.protocol import MAX_LINE
 from cadvisor_events.selfmetrics import FleetMetrics
-from cadvisor_events.simulator import Simulator, rfc3339nano
-from cadvisor_events.httpclients import stream_http_client
-from cadvisor_events.targets import TargetSpec
-from cadvisor_events.web import build_root
+from cadvisor_events.simulator import rfc3339nano
+from cadvisor_events.testing import FakeClient
 
-from .support import before
-from .test_end_to_end import http_client
-from .test_follower import A, B, C, D, E, F, G, FakeClient, FollowerTestCase, event as good_event, ts
+from .support import (
+    SCRAPE_BUDGET, A, B, C, D, E, F, G, FakeFleet, FollowerTestCase, Healthy, Rig, before, counted,
+    event as good_event, figures, rss, track, ts, until,
+)
 
-log = Logger()
-
-#: A GET /metrics must answer within this, whatever the hostile hosts do.
-SCRAPE_BUDGET = 0.5
 MiB = 1024 * 1024
-
-
-# -- helpers ------------------------------------------------------------------------------
-
-
-@defer.inlineCallbacks
-def until(predicate: Callable[[], bool], what: str, timeout: float = 20.0):
-    """Poll ``predicate`` while real I/O happens; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        yield task.deferLater(reactor, 0.005, lambda: None)
-
-
-def figures(test: unittest.TestCase, **values) -> None:
-    """Log a test's measurements (in _trial_temp/test.log) for the record."""
-    text = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
-    log.info("figures {test}: {text}", test=test.id().rsplit(".", 1)[-1], text=text)
-
-
-def rss() -> Optional[int]:
-    """This process's resident set size in bytes (Linux), or None."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def transport_of(proto):
-    """A server protocol's transport (twisted.web wraps its HTTP channel in a proxy without one)."""
-    return getattr(proto, "transport", None) or getattr(getattr(proto, "_channel", None), "transport", None)
-
-
-def track(factory, test: unittest.TestCase):
-    """Remember ``factory``'s live connections; at cleanup abort them and wait until all are gone
-    (trial wants no socket left behind)."""
-    live: Dict[int, tuple] = {}
-    build = factory.buildProtocol
-
-    def buildProtocol(addr):
-        proto = build(addr)
-        lost = defer.Deferred()
-        original = proto.connectionLost
-
-        def connectionLost(reason=None):
-            live.pop(id(proto), None)
-            try:
-                original(reason)
-            finally:
-                lost.callback(None)
-
-        proto.connectionLost = connectionLost
-        live[id(proto)] = (proto, lost)
-        return proto
-
-    factory.buildProtocol = buildProtocol
-
-    @defer.inlineCallbacks
-    def close():
-        waits = []
-        for proto, lost in list(live.values()):
-            waits.append(lost)
-            if transport_of(proto) is not None:
-                transport_of(proto).abortConnection()
-        yield defer.gatherResults(waits)
-
-    test.addCleanup(close)
-    return live
 
 
 # -- raw hosts ----------------------------------------------------------------------------
@@ -220,24 +138,6 @@ class RawHost(protocol.Factory):
         return [when for when, target in self.requests if "stream=true" in target]
 
 
-class Healthy:
-    """A healthy simulator host on its own loopback port (the one that must be counted exactly)."""
-
-    def __init__(self, test: unittest.TestCase, seed: int = 1) -> None:
-        self.sim = Simulator(clock=reactor, seed=seed, containers=20)
-        site = Site(self.sim.resource)
-        track(site, test)
-        self.port = reactor.listenTCP(0, site, interface="127.0.0.1")
-        self.name = f"127.0.0.1:{self.port.getHost().port}"
-
-        def stop():
-            self.sim.stop_emitting()
-            self.sim.cut_streams()
-            return self.port.stopListening()
-
-        test.addCleanup(stop)
-
-
 class Events:
     """Valid event lines with strictly increasing timestamps (1 µs apart from now), and what they count."""
 
@@ -254,95 +154,7 @@ class Events:
                                     "event_type": event_type, "event_data": {}})
 
 
-# -- the exporter, in this process --------------------------------------------------------
-
-
-class Rig:
-    """The exporter's parts as tap.makeService wires them: one fleet of real followers with the
-    real stream client, the counters, and the real resource tree serving /metrics on loopback."""
-
-    def __init__(self, test: unittest.TestCase, clock=reactor, **follower_options) -> None:
-        self.clock = clock
-        self.counters = EventCounters(reactor)
-        client = CAdvisorClient(reactor, http=stream_http_client(reactor))
-
-        def make_follower(spec, first_delay):
-            return self.follower_class(spec.target, client=client, counters=self.counters.host(spec.name),
-                                       clock=clock, first_delay=first_delay, **follower_options)
-
-        self.follower_class = Follower
-        self.fleet = FleetService(make_follower, clock=clock)
-        root = build_root(registry=CollectorRegistry(), counters=self.counters,
-                          fleet_metrics=FleetMetrics(self.fleet, self.counters), fleet=self.fleet,
-                          proxy=Resource())
-        site = Site(root)
-        self.web_connections = track(site, test)
-        self.web = reactor.listenTCP(0, site, interface="127.0.0.1")
-        test.addCleanup(self.web.stopListening)
-        self.url = f"http://127.0.0.1:{self.web.getHost().port}/metrics"
-        self.scraper = http_client()
-        self.latencies: List[float] = []
-        self._test = test
-        self._scraping: Optional[defer.Deferred] = None
-        self._scrape_on = False
-        test.addCleanup(self.stop)  # runs before the servers' cleanups: streams closed first
-
-    def follow(self, *names: str) -> None:
-        self.fleet.set_targets([TargetSpec(target=parse_target(name)) for name in names])
-        if not self.fleet.running:
-            self.fleet.startService()
-
-    def __getitem__(self, name: str) -> Follower:
-        return self.fleet.followers[name]
-
-    def counts(self, name: str) -> dict:
-        host = self.counters.hosts.get(name)
-        return host.values() if host is not None else {}
-
-    @defer.inlineCallbacks
-    def scrape(self, parse: bool = True):
-        """One real GET /metrics; its latency is recorded; returns the parsed families."""
-        started = time.monotonic()
-        response = yield self.scraper.get(self.url)
-        body = yield response.content()
-        self.latencies.append(time.monotonic() - started)
-        assert response.code == 200, response.code
-        if parse:
-            return {f.name: f for f in text_string_to_metric_families(body.decode("utf-8"))}
-
-    def start_scraping(self, interval: float = 0.02) -> None:
-        """Scrape /metrics in the background, one GET at a time, until :meth:`stop_scraping`."""
-        self._scrape_on = True
-        self._scraping = self._scrape_loop(interval)
-        self._test.addCleanup(self.stop_scraping)
-
-    @defer.inlineCallbacks
-    def _scrape_loop(self, interval: float):
-        for _ in range(100_000):  # bounded; stops when told
-            if not self._scrape_on:
-                return
-            yield self.scrape(parse=False)
-            yield task.deferLater(reactor, interval, lambda: None)
-
-    def stop_scraping(self):
-        self._scrape_on = False
-        running, self._scraping = self._scraping, None
-        return running
-
-    @staticmethod
-    def sample(families, family: str, host: str, **labels) -> float:
-        for sample in families[family].samples:
-            if sample.labels.get("host") == host and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return sample.value
-        return 0.0
-
-    def stop(self):
-        if self.fleet.running:
-            return self.fleet.stopService()
-
-
-def counted(rig: Rig, healthy: Healthy) -> Callable[[], bool]:
-    return lambda: rig.counts(healthy.name) == dict(healthy.sim.ground_truth())
+# -- a round on the healthy host ----------------------------------------------------------
 
 
 @defer.inlineCallbacks
@@ -825,14 +637,16 @@ class FloodTests(unittest.TestCase):
         f = rig[hostile.name]
         start_rss = rss()
         buffered_peak = rss_peak = 0
+
+        def attempt_over():  # each attempt: buffer until the overflow ends it (sampled meanwhile)
+            nonlocal buffered_peak, rss_peak
+            buffered_peak = max(buffered_peak, len(f._buffer or ()))
+            rss_peak = max(rss_peak, (rss() or 0) - (start_rss or 0))
+            return f.state != "backfilling"
+
         for _ in range(16):  # 8 s on the followers' clock: attempts at ~0, ~1.5, ~4 (then ~8.5)
             clock.advance(0.5)
-            for _ in range(2000):  # each attempt: buffer until the overflow ends it (bounded)
-                if f.state != "backfilling":
-                    break
-                yield task.deferLater(reactor, 0.002, lambda: None)
-                buffered_peak = max(buffered_peak, len(f._buffer or ()))
-                rss_peak = max(rss_peak, (rss() or 0) - (start_rss or 0))
+            yield until(attempt_over, "the overflow to end the attempt", interval=0.002)
             yield healthy_round(self, rig, healthy, events=2)
         attempts = len(hostile.stream_requests())
         self.assertEqual(f.failures, {"overflow": attempts})
@@ -913,7 +727,7 @@ class PropertyTests(unittest.TestCase):
         counters = EventCounters(clock)
         f = Follower(parse_target("hostile:8080"), client=client, counters=counters.host("hostile:8080"),
                      clock=clock, settle_seconds=5, backoff=lambda retries: 1.0)
-        fleet = type("Fleet", (), {"followers": {"hostile:8080": f}})()
+        fleet = FakeFleet([f])
         f.startService()
         try:
             clock.advance(0)
@@ -1058,15 +872,3 @@ class FutureTimestampTests(FollowerTestCase):
         self.assertEqual(self.counters.total, 1 + len(floods))  # all counted
         self.assertEqual(f.future_events, len(floods))
         self.assertLessEqual(len(f._ledger.future), MAX_FUTURE)
-
-    def test_the_self_metric_reports_future_events(self):
-        f = self.make()
-        response = self.up(A)
-        response.send(good_event("/docker/x", "oom", "2099-01-01T00:00:00Z"))
-
-        class OneFleet:
-            followers = {f.target.name: f}
-            targets_total = 1
-
-        text = FleetMetrics(OneFleet(), EventCounters(self.clock)).render()
-        self.assertIn(f'cadvisor_events_future_events_total{{host="{f.target.name}"}} 1\n', text)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
@@ -22,6 +22,8 @@ from cadvisor_events.httpclients import (
     proxy_http_client,
     stream_http_client,
 )
+
+from .support import until
 
 
 class AddressTests(unittest.TestCase):
@@ -107,14 +109,10 @@ class QuietLogTests(unittest.TestCase):
     def open_connections() -> set:
         return {d for d in reactor.getReaders() + reactor.getWriters() if ITCPTransport.providedBy(d)}
 
-    @defer.inlineCallbacks
     def all_closed(self):
         """Wait until every connection this test made is gone, the client's end included."""
-        for _ in range(500):
-            if not self.open_connections():
-                return
-            yield task.deferLater(reactor, 0.01, lambda: None)
-        self.fail(f"connections still open: {self.open_connections()}")
+        return until(lambda: not self.open_connections(), "every connection closed",
+                     detail=lambda: f"connections still open: {self.open_connections()}")
 
     @defer.inlineCallbacks
     def test_clients_connect_and_disconnect_without_factory_lines(self):

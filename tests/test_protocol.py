@@ -16,10 +16,8 @@ from twisted.web.http import PotentialDataLoss
 from cadvisor_events.event import Event, InvalidEvent, decode_event
 from cadvisor_events.protocol import MAX_LINE, EventStreamProtocol
 
-OOM_KILL = (
-    b'{"container_name":"/kubepods/burstable/pod1f/3c9","timestamp":"2026-11-24T17:25:55.873677656-03:00",'
-    b'"event_type":"oomKill","event_data":{"oom":{"pid":23081,"process_name":"java","constraint":"CONSTRAINT_MEMCG"}}}'
-)
+from .support import OOM_KILL
+
 CREATION = (
     b'{"container_name":"/docker/4cab","timestamp":"2026-11-24T17:25:56Z",'
     b'"event_type":"containerCreation","event_data":{}}'

@@ -1,7 +1,7 @@
 """Faults: the gaps metric, a chaos soak against the simulator, and slow or many scrapers.
 
 ``GapTests`` drive one follower with a fake client (time from ``task.Clock``).
-``SoakTests`` run the chaos engine that ``benchmarks/soak.py`` runs for
+``SoakTests`` run the chaos engine (tests/chaos.py) that ``benchmarks/soak.py`` runs for
 minutes, here for ~15 s in-process: 10 simulator hosts, random stream cuts and
 ends, simulator restarts with history kept and lost, and at the end the
 counters equal ground truth for every host without gaps, and for hosts with
@@ -16,193 +16,29 @@ import collections
 import random
 import socket
 import struct
-from typing import Dict, List, Optional
 
 from twisted.application.internet import backoffPolicy
 from twisted.internet import defer, protocol, reactor, task
 from twisted.logger import Logger, globalLogPublisher
 from twisted.trial import unittest
 
-from cadvisor_events.cadvisor import CAdvisorClient, Target, parse_target
+from cadvisor_events.cadvisor import CAdvisorClient, parse_target
 from cadvisor_events.counters import EventCounters
 from cadvisor_events.event import Event
 from cadvisor_events.fleet import FleetService
 from cadvisor_events.follower import Follower
 from cadvisor_events.ledger import MAX_OOMS, MAX_WINDOW_EVENTS
-from cadvisor_events.selfmetrics import FleetMetrics
 from cadvisor_events.httpclients import stream_http_client
 from cadvisor_events.targets import TargetSpec
+from cadvisor_events.testing import FakeClient
 
-from .support import before
-from .test_end_to_end import Hosts, wait_for
-from .test_follower import NO_JITTER, FakeClient, event, key, ts
-from .test_hostile import SCRAPE_BUDGET, Healthy, Rig, counted, figures, rss, transport_of, until
+from .chaos import KINDS, Chaos
+from .support import (
+    NO_JITTER, SCRAPE_BUDGET, TARGET, A, B, C, D, E, Healthy, Hosts, Rig, before, counted, event, figures, key,
+    rss, transport_of, ts, until,
+)
 
 log = Logger()
-
-# -- the chaos engine (benchmarks/soak.py runs it too) ---------------------------------------
-
-OOM_TYPES = frozenset(("oom", "oomKill"))  # a restarted cAdvisor re-adds these from the kernel log
-#: An exporter that reports a host "up" this long after its last break has noticed that break
-#: and synced again since (state "up" only follows a complete backfill).
-GRACE = 0.3
-#: Events emitted this long before a break may still have been in flight (lost with the stream).
-IN_FLIGHT = 0.25
-KINDS = {"cut": 30, "end": 20, "restart_kept": 15, "restart_lost": 10, "cut_then_restart_lost": 25}
-LOSSY = frozenset(("restart_lost", "cut_then_restart_lost"))
-#: Hosts are dealt these fates in turn: never a history-losing restart (must end exact, with no
-#: gap), exactly one lossy episode (so a loss without a gap cannot hide behind another gap), any.
-FATES = ("no_loss", "one_loss", "any")
-
-
-#: How far out of time order the simulator emits: OOMs are dated up to a second early.
-DISORDER_NS = 1_000_000_000
-
-
-def emitted_since(events, timestamp_ns: int):
-    """The events dated at or after ``timestamp_ns``, of events emitted in time order
-    but for OOMs dated up to :data:`DISORDER_NS` early (scanned from the newest)."""
-    since = []
-    for emitted_event in reversed(events):
-        if emitted_event.timestamp_ns >= timestamp_ns:
-            since.append(emitted_event)
-        elif emitted_event.timestamp_ns < timestamp_ns - DISORDER_NS:
-            break
-    return since
-
-
-class ChaosHost:
-    """One simulator host under chaos and what the final check needs to know about it.
-
-    ``window_start`` (ns) is the start of the events the exporter may not have
-    counted yet: the last break it was seen to have recovered from (less
-    :data:`IN_FLIGHT`). A history-losing restart makes every non-OOM event of
-    that window up to the restart a *loss candidate*: no longer in history, so
-    not recoverable, and the only events a host with gaps may be short of.
-    """
-
-    def __init__(self, name: str, sim, fate: str = "any") -> None:
-        self.name, self.sim, self.fate = name, sim, fate
-        self.kinds: collections.Counter = collections.Counter()
-        self.last_break: Optional[float] = None
-        self.recovered = True  # the first connect is its own sync
-        self.window_start: Optional[int] = None
-        self.candidates: collections.Counter = collections.Counter()
-
-    def broken(self, now: float) -> None:
-        if self.recovered:
-            self.window_start = int((now - IN_FLIGHT) * 1e9)
-        self.recovered = False
-        self.last_break = now
-
-    def history_lost(self, now: float) -> None:
-        """The simulator is about to forget its history: record what that makes unrecoverable."""
-        self.broken(now)  # the restart cuts the stream first
-        for emitted_event in emitted_since(self.sim.emitted, self.window_start):
-            if emitted_event.event_type not in OOM_TYPES:
-                self.candidates[emitted_event.counting_key] += 1
-        self.window_start = int(now * 1e9)  # those are counted as candidates once
-
-
-class Chaos:
-    """Random cuts, ends and restarts (history kept or lost) of simulator hosts, and the check.
-
-    ``observe(states, now)`` must be fed the exporter's view of each host
-    (``name -> state``) regularly; ``strike()`` breaks one random host.
-    """
-
-    def __init__(self, sims: Dict[str, object], clock, rng: random.Random,
-                 restart_delay=(0.1, 0.8)) -> None:
-        self.hosts = {name: ChaosHost(name, sim, FATES[i % len(FATES)])
-                      for i, (name, sim) in enumerate(sorted(sims.items()))}
-        self.clock, self.rng = clock, rng
-        self.restart_delay = restart_delay
-        self.pending: List = []
-
-    def observe(self, states: Dict[str, str], now: float) -> None:
-        for name, state in states.items():
-            host = self.hosts[name]
-            if state == "up" and (host.last_break is None or now >= host.last_break + GRACE):
-                host.recovered = True
-
-    def strike(self, name: Optional[str] = None, kind: Optional[str] = None) -> str:
-        host = self.hosts[name or self.rng.choice(sorted(self.hosts))]
-        while kind is None:
-            kind = self.rng.choices(list(KINDS), list(KINDS.values()))[0]
-            lossy_before = sum(host.kinds[k] for k in LOSSY)
-            if kind in LOSSY and (host.fate == "no_loss" or (host.fate == "one_loss" and lossy_before)):
-                kind = None
-        host.kinds[kind] += 1
-        now = self.clock.seconds()
-        if kind == "cut":
-            host.broken(now)
-            host.sim.cut_streams()
-        elif kind == "end":
-            host.broken(now)
-            host.sim.end_streams()
-        elif kind == "restart_kept":
-            host.broken(now)
-            host.sim.restart(keep_history=True)
-        elif kind == "restart_lost":
-            host.history_lost(now)
-            host.sim.restart(keep_history=False)
-        else:  # a cut, then a history-losing restart while the exporter is still away
-            host.broken(now)
-            host.sim.cut_streams()
-            self.pending.append(self.clock.callLater(self.rng.uniform(*self.restart_delay),
-                                                     self._restart_lost, host))
-        return kind
-
-    def _restart_lost(self, host: ChaosHost) -> None:
-        host.history_lost(self.clock.seconds())
-        host.sim.restart(keep_history=False)
-
-    def stop(self) -> None:
-        for call in self.pending:
-            if call.active():
-                call.cancel()
-        self.pending = []
-
-    def check(self, counted: Dict[str, collections.Counter], gaps: Dict[str, int]) -> dict:
-        """Compare the exporter's counts with ground truth; returns figures and ``problems``.
-
-        Every host: nothing counted twice (no key above ground truth). A host
-        whose ``gaps`` stayed 0: counts equal ground truth exactly. A host with
-        gaps: what it is short of is made only of its loss candidates. A host
-        whose history was never lost: no gap either (no false alarm).
-        """
-        problems: List[str] = []
-        short_total = candidates_total = 0
-        for name, host in sorted(self.hosts.items()):
-            truth = host.sim.ground_truth()
-            got = counted.get(name, collections.Counter())
-            over = got - truth
-            short = truth - got
-            short_total += sum(short.values())
-            candidates_total += sum(host.candidates.values())
-            if over:
-                problems.append(f"{name}: counted twice: {dict(over)}")
-            if gaps.get(name) and not any(host.kinds[k] for k in LOSSY):
-                problems.append(f"{name}: {gaps[name]} gaps, but its history was never lost")
-            if short and not gaps.get(name):
-                problems.append(f"{name}: short of {sum(short.values())} events with no gap: {dict(short)}")
-            elif short - host.candidates:
-                problems.append(f"{name}: short of events that were not loss candidates: "
-                                f"{dict(short - host.candidates)}")
-        kinds = sum((h.kinds for h in self.hosts.values()), collections.Counter())
-        return {"problems": problems, "emitted": sum(len(h.sim.emitted) for h in self.hosts.values()),
-                "counted": sum(sum(c.values()) for c in counted.values()), "short": short_total,
-                "loss_candidates": candidates_total, "gaps": sum(gaps.values()),
-                "hosts_with_gaps": sum(1 for n in gaps.values() if n), "kinds": dict(kinds),
-                "hosts_short": sum(1 for h in self.hosts.values() if h.sim.ground_truth() - counted.get(h.name, {}))}
-
-
-A = event("/docker/a", "containerCreation", ts(1))
-B = event("/docker/a", "oom", ts(2, 500))
-C = event("/docker/a", "oomKill", ts(2, 500), "java", 42)
-D = event("/docker/b", "containerDeletion", ts(3, 123456789))
-E = event("/docker/b", "containerCreation", ts(4, 1))
-TARGET = Target("cadvisor.example", 8080)
 
 
 class GapTests(unittest.TestCase):
@@ -313,18 +149,6 @@ class GapTests(unittest.TestCase):
         self.reconnect(B, C)  # every event is an OOM: a restart re-adds them all
         self.assertEqual((self.client.last_start_time, f.gaps), (before(ts(2, 500), 1), 0))
 
-    def test_gaps_in_self_metrics(self):
-        f = self.make()
-        self.clock.advance(0)
-        self.client.accept()
-        self.client.answer_history(A)
-        self.reconnect()
-        fleet = type("Fleet", (), {"followers": {TARGET.name: f}})()
-        text = FleetMetrics(fleet, self.counters).render()
-        self.assertIn("# TYPE cadvisor_events_gaps_total counter\n", text)
-        self.assertIn('cadvisor_events_gaps_total{host="cadvisor.example:8080"} 1\n', text)
-        self.assertEqual(self.follower.__class__.__slots__.count("gaps"), 1)
-
 
 class SoakTests(unittest.TestCase):
     """The chaos soak, short and in-process: 10 hosts, ~15 s, every kind of break."""
@@ -353,7 +177,7 @@ class SoakTests(unittest.TestCase):
         fleet.startService()
         self.addCleanup(fleet.stopService)
         followers = fleet.followers
-        yield wait_for(lambda: all(f.state == "up" for f in followers.values()), what="every stream up")
+        yield until(lambda: all(f.state == "up" for f in followers.values()), "every stream up")
 
         chaos = Chaos(hosts.by_name(), reactor, rng)
         self.addCleanup(chaos.stop)
@@ -372,15 +196,15 @@ class SoakTests(unittest.TestCase):
                        for name, sim in hosts.by_name().items())
 
         try:
-            yield wait_for(back, timeout=30, what="every host back")
+            yield until(back, "every host back", timeout=30)
         except AssertionError:
             self.fail("not back: " + "; ".join(
                 f"{name}: {followers[name].state} {followers[name].failures} streams={sim.open_streams}"
                 for name, sim in hosts.by_name().items()
                 if followers[name].state != "up" or sim.open_streams != 1))
         last = {name: sim.emit_random(3)[-1].timestamp_ns for name, sim in hosts.by_name().items()}
-        yield wait_for(lambda: all(followers[name]._ledger.newest_ns >= ns for name, ns in last.items()),
-                       timeout=30, what="the last events counted live")
+        yield until(lambda: all(followers[name]._ledger.newest_ns >= ns for name, ns in last.items()),
+                    "the last events counted live", timeout=30)
 
         result = chaos.check({name: collections.Counter(counters.hosts[name].values()) for name in followers},
                              {name: f.gaps for name, f in followers.items()})

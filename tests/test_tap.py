@@ -5,7 +5,7 @@ import os
 
 from treq.client import HTTPClient
 from twisted.application.service import IService, MultiService
-from twisted.internet import defer, endpoints, protocol, reactor, task
+from twisted.internet import defer, endpoints, protocol, reactor
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python import usage
@@ -18,7 +18,7 @@ from cadvisor_events.auth import hash_password
 from cadvisor_events.cadvisor import parse_target
 from cadvisor_events.clienttls import UnverifiedPolicyForHTTPS, client_tls_policy
 
-from .test_tls import self_signed, server_options
+from .support import http_client, self_signed, server_options, until
 
 
 def parse(*argv, env=None):
@@ -264,16 +264,12 @@ class RunningService:
         return "\n".join(parts)
 
 
-def plain_http() -> HTTPClient:
-    return HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
-
-
 class ServiceWiringTests(unittest.TestCase):
     timeout = 30
 
     @defer.inlineCallbacks
     def get(self, service, path, http=None, scheme="http", **kwargs):
-        response = yield (http or plain_http()).get(f"{scheme}://127.0.0.1:{service.port}{path}", **kwargs)
+        response = yield (http or http_client()).get(f"{scheme}://127.0.0.1:{service.port}{path}", **kwargs)
         body = yield response.content()
         return response.code, body
 
@@ -337,7 +333,7 @@ class ServiceWiringTests(unittest.TestCase):
         self.assertEqual(code, 200)
         self.assertIn(b"cadvisor_events_targets 0\n", body)
         with self.assertRaises(Exception):  # the same server over plain HTTP: no answer
-            yield self.get(service, "/metrics", http=plain_http())
+            yield self.get(service, "/metrics", http=http_client())
 
 
 class RawClient(protocol.Protocol):
@@ -431,13 +427,16 @@ class CredentialTests(unittest.TestCase):
         service = RunningService(self, *argv)
         get = lambda path: ServiceWiringTests.get(self, service, path)  # noqa: E731
 
-        deadline = reactor.seconds() + 20
-        while True:  # a bounded poll for real I/O: every follower has failed once
-            code, body = yield get("/targets")
-            targets = json.loads(body)["targets"]
-            if all(t["last_error"] for t in targets) or reactor.seconds() > deadline:
-                break
-            yield task.deferLater(reactor, 0.05, lambda: None)
+        answers = []
+
+        def every_follower_failed(answer):
+            answers.append(answer[1])
+            return all(t["last_error"] for t in json.loads(answer[1])["targets"])
+
+        yield until(lambda: get("/targets").addCallback(every_follower_failed), "every follower to fail once",
+                    interval=0.05, detail=lambda: answers[-1].decode() if answers else "")
+        body = answers[-1]
+        targets = json.loads(body)["targets"]
         self.assertEqual(
             sorted(t["failures"] and next(iter(t["failures"])) for t in targets), ["refused", "status", "tls"]
         )

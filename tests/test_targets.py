@@ -22,9 +22,7 @@ from cadvisor_events.targets import (
     shard_of,
 )
 
-
-def spec(text: str, **labels: str) -> TargetSpec:
-    return TargetSpec(target=parse_target(text), labels=labels)
+from .support import spec
 
 
 def sd(*groups) -> bytes:

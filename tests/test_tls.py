@@ -8,16 +8,10 @@ trust store knows.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 
 import treq
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-from twisted.internet import defer, reactor, ssl
+from twisted.internet import defer, reactor
 from twisted.trial import unittest
 from twisted.web import resource, server
 
@@ -25,41 +19,10 @@ from cadvisor_events.cadvisor import CAdvisorClient, UpstreamError, parse_target
 from cadvisor_events.clienttls import client_tls_policy, load_ca_file
 from cadvisor_events.httpclients import pinned_http_client, stream_http_client
 
+from .support import self_signed, server_options
+
 HISTORY = b'[{"container_name":"/a","timestamp":"2026-11-24T17:25:55Z","event_type":"oom","event_data":{}}]'
 SECRET = "s3cret-tls"
-
-
-def self_signed(directory: str, names=("localhost",), addresses=("127.0.0.1", "::1")):
-    """Write ``key.pem`` and ``cert.pem`` (self-signed, valid now) into ``directory``; return their paths."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0] if names else "test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    san = [x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(san), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    key_path = os.path.join(directory, "key.pem")
-    cert_path = os.path.join(directory, "cert.pem")
-    with open(key_path, "wb") as f:
-        f.write(key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    with open(cert_path, "wb") as f:
-        f.write(cert.public_bytes(serialization.Encoding.PEM))
-    return key_path, cert_path
-
-
-def server_options(key_path: str, cert_path: str):
-    with open(key_path, "rb") as k, open(cert_path, "rb") as c:
-        return ssl.PrivateCertificate.loadPEM(k.read() + c.read()).options()
 
 
 class History(resource.Resource):

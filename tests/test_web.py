@@ -1,4 +1,4 @@
-"""Tests for cadvisor_events.web and selfmetrics: the resource tree as a client sees it."""
+"""Tests for cadvisor_events.web: the resource tree as a client sees it."""
 
 import gzip
 import json
@@ -6,14 +6,11 @@ import shutil
 import socket
 import subprocess
 
-from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_families
 from treq.client import HTTPClient
-from treq.testing import StubTreq
 from twisted.internet import abstract, defer, reactor, tcp
 from twisted.internet.protocol import Protocol
-from twisted.internet.task import Clock, deferLater
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 from twisted.python.failure import Failure
@@ -23,93 +20,14 @@ from twisted.web.test.requesthelper import DummyRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from cadvisor_events.cadvisor import parse_target
-from cadvisor_events.counters import EventCounters
 from cadvisor_events.event import Event, EventData, OomKill
 from cadvisor_events.selfmetrics import FleetMetrics
 from cadvisor_events.web import (
-    GZIP_INLINE_LIMIT, SCRAPE_SEND_LIMIT, MetricsResource, accepts_gzip, build_root, build_site,
+    GZIP_INLINE_LIMIT, SCRAPE_SEND_LIMIT, MetricsResource, accepts_gzip, build_site,
     offer_large_writes, redact_uri,
 )
 
-
-class FakeFollower:
-    def __init__(self, name, up=True, tried=True):
-        self.target = parse_target(name)
-        self.state = "up" if up else "down"
-        self.up = up
-        self.tried = tried
-        self.state_since = 1_700_000_000.0
-        self.received = 7
-        self.invalid_lines = 2
-        self.connects = 3
-        self.failures = {"refused": 1, "eof": 2} if not up else {}
-        self.backfilled = 4
-        self.duplicates_dropped = 1
-        self.gaps = 0 if up else 2
-        self.future_events = 0
-        self.dedup_evicted = {"window": 0, "oom": 1 if up else 0}
-        self.last_event_time = 1_700_000_001.5 if up else None
-        self.last_error = None if up else "http://b:1: connection refused"
-
-
-class FakeSpec:
-    def __init__(self, labels):
-        self.labels = labels
-
-
-class FakeFleet:
-    def __init__(self, followers, labels=None):
-        self.followers = {f.target.name: f for f in followers}
-        self.specs = {name: FakeSpec((labels or {}).get(name, ())) for name in self.followers}
-
-
-class FakeWatcher:
-    last_reload_successful = False
-    last_reload_success_time = 1_700_000_000.0
-
-
-class Leaf(Resource):
-    isLeaf = True
-
-    def render_GET(self, request):
-        return b"proxy here"
-
-
-class WebFixture(unittest.TestCase):
-    """A resource tree over fake followers and real counters, queried through StubTreq."""
-
-    def setUp(self):
-        self.clock = Clock()
-        self.counters = EventCounters(self.clock)
-        self.fleet = FakeFleet(
-            [FakeFollower("https://user:pw@a:1"), FakeFollower("b:1", up=False, tried=True)],
-            labels={"a:1": (("cluster", "eu"),)},
-        )
-        host = self.counters.host("a:1", (("cluster", "eu"),))
-        host.count(
-            Event(
-                container_name="/docker/1",
-                timestamp="2026-11-24T17:25:55Z",
-                event_type="oomKill",
-                event_data=EventData(oom=OomKill(pid=1, process_name='ja"va')),
-            )
-        )
-        self.registry = CollectorRegistry()
-        Counter("cadvisor_events_proxy_requests", "x", ["code"], registry=self.registry).labels("200").inc()
-        self.root = build_root(
-            registry=self.registry,
-            counters=self.counters,
-            fleet_metrics=FleetMetrics(self.fleet, self.counters, FakeWatcher()),
-            fleet=self.fleet,
-            proxy=Leaf(),
-        )
-        self.http = StubTreq(self.root)
-
-    def get(self, path, method="GET", headers=None):
-        response = self.successResultOf(self.http.request(method, "http://x" + path, headers=headers))
-        body = self.successResultOf(response.content())
-        return response, body
+from .support import Leaf, WebFixture, until
 
 
 class WebTests(WebFixture):
@@ -413,10 +331,8 @@ class AccessLogTests(unittest.TestCase):
         url = f"http://127.0.0.1:{port.getHost().port}/proxy/http://user:s3cret@h:1"
         response = yield http.get(url)
         yield response.content()
-        for _ in range(100):  # the line is written when the request is done: a bounded poll
-            if any("/proxy/" in formatEvent(e) for e in events):
-                break
-            yield deferLater(reactor, 0.01, lambda: None)
+        # The line is written when the request is done.
+        yield until(lambda: any("/proxy/" in formatEvent(e) for e in events), "the access log line")
         lines = [formatEvent(e) for e in events]
         self.assertTrue(any('"GET /proxy/http://***@h:1 HTTP/1.1" 200' in line for line in lines), lines)
         self.assertFalse(any("s3cret" in line for line in lines), lines)
