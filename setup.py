@@ -5,15 +5,36 @@
 plugin module into site-packages/twisted/plugins/, where twistd finds it.
 """
 
+import ast
+import os
+
 from setuptools import setup
+
+
+def read_version() -> str:
+    """``__version__`` of cadvisor_events/__init__.py, the one place it is written.
+
+    Parsed from the file's text, never imported: importing the package would
+    need its dependencies before they are installed.
+    """
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cadvisor_events", "__init__.py")
+    with open(path, encoding="utf-8") as f:
+        module = ast.parse(f.read(), path)
+    for node in module.body:
+        if (isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["__version__"]
+                and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)):
+            return node.value.value
+    raise RuntimeError(f"no __version__ = \"...\" in {path}")
+
 
 setup(
     name="cadvisor-events",
-    version="0.1.0",
+    version=read_version(),
     description="Prometheus counters from cAdvisor container events (OOM, OOM kill, creation, deletion)",
     long_description=open("README.rst", encoding="utf-8").read(),
     long_description_content_type="text/x-rst",
     license="Apache-2.0",
+    license_files=["LICENSE"],
     python_requires=">=3.9",
     packages=["cadvisor_events", "cadvisor_events.simulator", "twisted.plugins"],
     package_data={"twisted.plugins": ["cadvisor_events_plugin.py"], "cadvisor_events": ["py.typed"]},

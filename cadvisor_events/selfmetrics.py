@@ -10,10 +10,11 @@ only reads; it never changes a follower or a counter.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, List, Tuple
+from typing import Callable, Iterable, List, Optional, Tuple
 
 from prometheus_client.utils import floatToGoString
 
+from . import BuildInfo, build_info
 from .exposition import escape_label_value
 from .interfaces import FleetView
 
@@ -48,16 +49,24 @@ class FleetMetrics:
     ``fleet`` has ``followers`` (name -> follower) and ``targets_total``;
     ``counters`` is the :class:`~cadvisor_events.counters.EventCounters`;
     ``watcher`` (optional) has ``last_reload_successful`` and
-    ``last_reload_success_time``.
+    ``last_reload_success_time``; ``build`` is the identity written in
+    ``cadvisor_events_build_info`` (this process's unless given).
     """
 
-    def __init__(self, fleet: FleetView, counters, watcher=None) -> None:
+    def __init__(self, fleet: FleetView, counters, watcher=None, build: Optional[BuildInfo] = None) -> None:
         self.fleet = fleet
         self.counters = counters
         self.watcher = watcher
+        build = build or build_info()
+        labels = ",".join(f'{name}="{escape_label_value(value)}"' for name, value in build.labels())
+        self._build_info_line = f"{PREFIX}build_info{{{labels}}} 1"
 
     def render(self, openmetrics: bool = False) -> str:
         out: List[str] = []
+        _family(out, "build_info", "gauge",
+                "A metric with a constant '1' value labeled by the exporter's version "
+                "and the Python and Twisted running it.",
+                [self._build_info_line], openmetrics)
         followers = list(self.fleet.followers.values())
         hosts = [(f, f'host="{escape_label_value(f.target.name)}"') for f in followers]
         for name, kind, help_text, getter in HOST_FAMILIES:

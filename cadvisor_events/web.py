@@ -27,6 +27,7 @@ from twisted.web import resource
 from twisted.web.http import combinedLogFormatter
 from twisted.web.server import NOT_DONE_YET, Site
 
+from . import build_info
 from .authgate import AuthGate
 from .exposition import EVENTS_HELP, EVENTS_METRIC, TEXT_CONTENT_TYPE, family_header
 from .plaintext import NotFound, PlainTextResource, error_body
@@ -222,7 +223,10 @@ def _when(seconds: Optional[float]) -> str:
 
 
 class StatusPage(FleetView):
-    """``/``: an HTML page of targets, their state, last event and last error."""
+    """``/``: an HTML page of targets, their state, last event and last error, and our version."""
+
+    #: The footer: ``cadvisor-events 0.1.0 (Twisted ..., Python ...)``, as ``--version`` prints it.
+    identity = build_info().describe()
 
     def render_GET(self, request) -> bytes:
         rows = []
@@ -243,7 +247,8 @@ class StatusPage(FleetView):
             )
         up = sum(1 for f in self.fleet.followers.values() if f.up)
         page = PAGE.format(
-            up=up, total=len(self.fleet.followers), rows="\n".join(rows) or NO_TARGETS
+            up=up, total=len(self.fleet.followers), rows="\n".join(rows) or NO_TARGETS,
+            identity=html.escape(self.identity),
         )
         request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
         return page.encode("utf-8")
@@ -262,7 +267,8 @@ tr.up td:nth-child(3){{color:#070}} tr.down td:nth-child(3){{color:#a00}}</style
 <table><tr><th>target</th><th>labels</th><th>state</th><th>since</th><th>last event</th>
 <th>events received</th><th>last error</th></tr>
 {rows}
-</table></body></html>
+</table>
+<footer><p>{identity}</p></footer></body></html>
 """
 
 

@@ -9,11 +9,15 @@ the fake client of ``cadvisor_events.testing``.
 
 from __future__ import annotations
 
+import platform
+
+import twisted
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
+from cadvisor_events import BuildInfo, __version__
 from cadvisor_events.cadvisor import Target
 from cadvisor_events.counters import EventCounters
 from cadvisor_events.event import Event, decode_event, timestamp_ns
@@ -23,6 +27,7 @@ from .support import A, FakeFleet, FakeFollower, FakeWatcher, FollowerTestCase, 
 
 #: Every family as the text format names it (counters with ``_total``), and its type.
 FAMILIES = {
+    "cadvisor_events_build_info": "gauge",
     "cadvisor_events_target_up": "gauge",
     "cadvisor_events_received_total": "counter",
     "cadvisor_events_invalid_lines_total": "counter",
@@ -83,9 +88,9 @@ def by_host(text: str, sample: str, *labels: str) -> dict:
 
 
 class FleetMetricsTests(unittest.TestCase):
-    def render(self, *followers, watcher=None, openmetrics: bool = False, counters=None) -> str:
+    def render(self, *followers, watcher=None, openmetrics: bool = False, counters=None, build=None) -> str:
         fleet = FakeFleet(followers or [FakeFollower("a:1"), FakeFollower("b:1", up=False)])
-        return FleetMetrics(fleet, counters or EventCounters(Clock()), watcher).render(openmetrics)
+        return FleetMetrics(fleet, counters or EventCounters(Clock()), watcher, build).render(openmetrics)
 
     def test_every_family_has_help_and_type_named_as_the_text_format_wants(self):
         families = declared(self, self.render(watcher=FakeWatcher()))
@@ -113,7 +118,8 @@ class FleetMetricsTests(unittest.TestCase):
         text = self.render(a, b)
         values = {name: by_host(text, name) for name in FAMILIES if name not in (
             "cadvisor_events_stream_failures_total", "cadvisor_events_dedup_evicted_total",  # by reason, state
-            "cadvisor_events_series", "cadvisor_events_series_evicted_total", "cadvisor_events_targets")}  # fleet-wide
+            "cadvisor_events_series", "cadvisor_events_series_evicted_total", "cadvisor_events_targets",
+            "cadvisor_events_build_info")}  # fleet-wide
         self.assertEqual(values, {
             "cadvisor_events_target_up": {"a:1": 1, "b:1": 0},
             "cadvisor_events_received_total": {"a:1": 11, "b:1": b.received},
@@ -181,6 +187,27 @@ class FleetMetricsTests(unittest.TestCase):
                    if name == "cadvisor_events_series_evicted_total"}
         self.assertEqual(evicted, {(("reason", "max_series"),): 0, (("reason", "target_removed"),): 1,
                                    (("reason", "ttl"),): 0})
+
+    def test_build_info_is_one_sample_labeled_with_this_process_versions(self):
+        labels = {"version": __version__, "python_version": platform.python_version(),
+                  "twisted_version": twisted.__version__}
+        for openmetrics in (False, True):
+            text = self.render(openmetrics=openmetrics)
+            self.assertEqual(text.count("cadvisor_events_build_info"), 3, text)  # HELP, TYPE, one sample
+            parsed = samples(text + ("# EOF\n" if openmetrics else ""), openmetrics)
+            self.assertEqual(parsed[("cadvisor_events_build_info", tuple(sorted(labels.items())))], 1)
+        self.assertIn('cadvisor_events_build_info{version="%(version)s",python_version="%(python_version)s",'
+                      'twisted_version="%(twisted_version)s"} 1\n' % labels, text)
+
+    def test_build_info_label_values_are_escaped(self):
+        odd = BuildInfo(version='1.0"rc\\1\n', python_version="3.x", twisted_version="t")
+        text = self.render(build=odd)
+        self.assertIn('cadvisor_events_build_info{version="1.0\\"rc\\\\1\\n",python_version="3.x",'
+                      'twisted_version="t"} 1\n', text)
+        for openmetrics in (False, True):
+            text = self.render(build=odd, openmetrics=openmetrics)
+            parsed = samples(text + ("# EOF\n" if openmetrics else ""), openmetrics)
+            self.assertEqual(parsed[("cadvisor_events_build_info", tuple(sorted(odd.labels())))], 1)
 
     def test_reload_families_only_with_a_watcher(self):
         self.assertNotIn("cadvisor_events_config_", self.render())

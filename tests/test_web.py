@@ -20,10 +20,11 @@ from twisted.web.test.requesthelper import DummyRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from cadvisor_events import __version__
 from cadvisor_events.event import Event, EventData, OomKill
 from cadvisor_events.selfmetrics import FleetMetrics
 from cadvisor_events.web import (
-    GZIP_INLINE_LIMIT, SCRAPE_SEND_LIMIT, MetricsResource, accepts_gzip, build_site,
+    GZIP_INLINE_LIMIT, SCRAPE_SEND_LIMIT, MetricsResource, StatusPage, accepts_gzip, build_site,
     offer_large_writes, redact_uri,
 )
 
@@ -91,6 +92,19 @@ class WebTests(WebFixture):
         self.assertIn(b"https://a:1", body)
         self.assertIn(b"connection refused", body)
         self.assertNotIn(b"pw", body)
+
+    def test_status_page_shows_the_version_escaped(self):
+        body = self.get("/")[1].decode()
+        self.assertIn(f"<footer><p>cadvisor-events {__version__} (Twisted ", body)
+        self.patch(StatusPage, "identity", "cadvisor-events <b>1&2</b>")
+        body = self.get("/")[1].decode()
+        self.assertIn("<footer><p>cadvisor-events &lt;b&gt;1&amp;2&lt;/b&gt;</p></footer>", body)
+        self.assertNotIn("<b>", body)
+
+    def test_metrics_has_build_info(self):
+        families = {f.name: f for f in text_string_to_metric_families(self.get("/metrics")[1].decode())}
+        (sample,) = families["cadvisor_events_build_info"].samples
+        self.assertEqual((sample.labels["version"], sample.value), (__version__, 1.0))
 
     def test_health(self):
         self.assertEqual(self.get("/-/healthy")[0].code, 200)
