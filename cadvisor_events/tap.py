@@ -23,7 +23,7 @@ from .auth import AuthFileError, PasswordFileChecker, load_auth_file
 from .cadvisor import CAdvisorClient, TargetError, parse_target
 from .clienttls import client_tls_policy
 from .counters import EventCounters
-from .options import byte_size, seconds, whole_number
+from .options import byte_size, seconds, server_endpoint, whole_number
 from .gate import ConnectGate
 from .httpclients import stream_http_client
 from .targets import TargetSpec, TargetsWatcher, install_sighup, parse_shard
@@ -125,8 +125,9 @@ class Options(usage.Options):
                 self.opts[long_name] = 1
 
     def opt_listen(self, endpoint: str) -> None:
-        """Where to serve HTTP: a Twisted server endpoint string (repeatable) [default: tcp:8888]."""
-        self["listen"].append(endpoint)
+        """Where to serve HTTP: PORT, :PORT, IP:PORT, [IPv6]:PORT (all TCP) or a Twisted server
+        endpoint string such as ssl:9100:privateKey=key.pem (repeatable) [default: tcp:8888]."""
+        self["listen"].append(self._coerce_value(endpoint, server_endpoint("listen")))
 
     def opt_target(self, target: str) -> None:
         """A cAdvisor to follow: HOST[:PORT] or http(s)://[user:pass@]HOST[:PORT] (repeatable)."""
@@ -139,10 +140,18 @@ class Options(usage.Options):
         """A CIDR, address or exact host name /proxy may fetch from (repeatable) [default: any]."""
         self["proxy-allow"].append(allowed)
 
+    def opt_version(self) -> None:
+        """Print the exporter's version (with Twisted's and Python's) and exit."""
+        from . import build_info  # twistd's own --version, before the plugin name, prints Twisted's
+
+        print(build_info().describe())
+        raise SystemExit(0)
+
     def postOptions(self) -> None:
         env = getattr(self, "_env_repeatable", {})
         if not self["listen"]:
-            self["listen"] = env.get("listen") or [DEFAULT_LISTEN]
+            self["listen"] = [self._coerce_value(value, server_endpoint("listen"))
+                              for value in env.get("listen", [])] or [DEFAULT_LISTEN]
         if not self["target"] and env.get("target"):
             for value in env["target"]:
                 self.opt_target(value)
@@ -185,12 +194,14 @@ class Options(usage.Options):
 
     def _coerce(self, name: str, coerce):
         value = self[name]
-        if isinstance(value, str):
-            try:
-                return coerce(value)
-            except ValueError as e:
-                raise usage.UsageError(str(e))
-        return value
+        return self._coerce_value(value, coerce) if isinstance(value, str) else value
+
+    @staticmethod
+    def _coerce_value(value: str, coerce):
+        try:
+            return coerce(value)
+        except ValueError as e:
+            raise usage.UsageError(str(e))
 
 
 def raise_open_files_limit() -> None:

@@ -53,11 +53,15 @@ class OptionsTests(unittest.TestCase):
         self.assertEqual(tap.static_specs(options)[0].target, parse_target("127.0.0.1:8080"))
 
     def test_repeatable(self):
+        directory = self.mktemp()
+        os.makedirs(directory)
+        key, cert = self_signed(directory)  # an ssl: endpoint reads its files while parsing
+        ssl = f"ssl:2:privateKey={key}:certKey={cert}"
         options = parse(
-            "--listen", "tcp:1", "--listen", "ssl:2:privateKey=k.pem",
+            "--listen", "tcp:1", "--listen", ssl,
             "--target", "a:1", "--target", "https://b:2",
         )
-        self.assertEqual(options["listen"], ["tcp:1", "ssl:2:privateKey=k.pem"])
+        self.assertEqual(options["listen"], ["tcp:1", ssl])
         self.assertEqual([t.name for t in options["target"]], ["a:1", "b:2"])
         self.assertEqual([s.target.name for s in tap.static_specs(options)], ["a:1", "b:2"])
 
@@ -127,6 +131,65 @@ class OptionsTests(unittest.TestCase):
         with self.assertRaises(usage.UsageError):
             parse(env={"CADVISOR_EVENTS_MAX_SERIES": "many"})
 
+    def test_listen_shorthands(self):
+        options = parse("--listen", "9100", "--listen", ":9101", "--listen", "127.0.0.1:9102",
+                        "--listen", "[::1]:9103", "--listen", "unix:/tmp/x.sock")
+        self.assertEqual(options["listen"], ["tcp:9100", "tcp:9101", "tcp:9102:interface=127.0.0.1",
+                                             r"tcp6:9103:interface=\:\:1", "unix:/tmp/x.sock"])
+
+    def test_bad_listen_is_a_usage_error_naming_it(self):
+        missing = os.path.abspath(self.mktemp())
+        for value, words in [
+            ("carrier-pigeon:1", "Unknown endpoint type"),
+            ("tcp:9100:bogus=1", "bogus"),
+            ("tcp:x", "invalid literal"),
+            (f"ssl:8443:privateKey={missing}", "No such file"),
+            ("localhost:9100", "IP:PORT"),
+            (":70000", "0 to 65535"),
+            ("300.1.1.1:80", "not an IP address"),
+        ]:
+            with self.assertRaises(usage.UsageError, msg=value) as e:
+                parse("--listen", value)
+            self.assertIn(f"--listen {value!r}", str(e.exception))
+            self.assertIn(words, str(e.exception), value)
+
+    def test_listen_from_the_environment(self):
+        options = parse(env={"CADVISOR_EVENTS_LISTEN": ":9100, [::1]:9101, tcp:9102"})
+        self.assertEqual(options["listen"], ["tcp:9100", r"tcp6:9101:interface=\:\:1", "tcp:9102"])
+        self.assertEqual(parse("--listen", "1", env={"CADVISOR_EVENTS_LISTEN": ":9100"})["listen"], ["tcp:1"])
+        with self.assertRaises(usage.UsageError) as e:
+            parse(env={"CADVISOR_EVENTS_LISTEN": "tcp:9100, carrier-pigeon:1"})
+        self.assertIn("--listen 'carrier-pigeon:1'", str(e.exception))
+
+    TIME_OPTIONS = ("series-ttl", "upstream-timeout", "connect-timeout", "max-clock-skew", "backfill-overlap")
+
+    def test_time_options_take_durations(self):
+        for text, value in [("90s", 90.0), ("5m", 300.0), ("1h30m", 5400.0), ("1d", 86400.0),
+                            ("1w", 604800.0), ("500ms", 0.5), ("1.5", 1.5), ("2", 2.0)]:
+            argv = [arg for name in self.TIME_OPTIONS for arg in (f"--{name}", text)]
+            options = parse(*argv)
+            self.assertEqual([options[name] for name in self.TIME_OPTIONS], [value] * 5, text)
+
+    def test_time_options_take_durations_from_the_environment(self):
+        env = {tap.ENV_PREFIX + name.upper().replace("-", "_"): "1h30m" for name in self.TIME_OPTIONS}
+        options = parse(env=env)
+        self.assertEqual([options[name] for name in self.TIME_OPTIONS], [5400.0] * 5)
+        self.assertEqual(parse("--series-ttl", "90s", env=env)["series-ttl"], 90.0)
+
+    def test_bad_durations_name_the_option(self):
+        for name in self.TIME_OPTIONS:
+            for text, words in [("5m1h", "largest to the smallest"), ("-5m", "cannot be negative"),
+                                ("", "number of seconds"), ("soon", "number of seconds"),
+                                ("5M", "number of seconds")]:
+                for how in ("command line", "environment"):
+                    with self.assertRaises(usage.UsageError, msg=(name, text, how)) as e:
+                        if how == "command line":
+                            parse(f"--{name}", text)
+                        else:
+                            parse(env={tap.ENV_PREFIX + name.upper().replace("-", "_"): text})
+                    self.assertIn(f"--{name} ", str(e.exception))
+                    self.assertIn(words, str(e.exception), (name, text, how))
+
 
 class MakeServiceTests(unittest.TestCase):
     def test_wires_listeners_and_followers(self):
@@ -145,6 +208,16 @@ class MakeServiceTests(unittest.TestCase):
             self.assertEqual(follower.max_clock_skew, 300.0)
         finally:
             service.stopService()
+
+    def test_listen_shorthands_listen_where_they_say(self):
+        reactor = MemoryReactorClock()
+        options = parse("--listen", ":9100", "--listen", "127.0.0.1:9101", "--listen", "[::1]:9102",
+                        "--target", "127.0.0.1:1")
+        service = tap.makeService(options, reactor=reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual([(port[0], port[3]) for port in reactor.tcpServers],
+                         [(9100, ""), (9101, "127.0.0.1"), (9102, "::1")])
 
     def test_max_clock_skew_zero_trusts_every_timestamp(self):
         options = parse("--listen", "tcp:0:interface=127.0.0.1", "--target", "127.0.0.1:1",
@@ -297,6 +370,11 @@ class ServiceWiringTests(unittest.TestCase):
                                               b"127.0.0.1 is outside --proxy-allow\n"))
         code, body = yield self.get(service, "/metrics")
         self.assertIn(b'cadvisor_events_proxy_requests_total{code="403"} 1.0', body)
+
+    @defer.inlineCallbacks
+    def test_serves_on_a_listen_shorthand(self):
+        service = RunningService(self, listen="127.0.0.1:0")
+        self.assertEqual((yield self.get(service, "/-/healthy")), (200, b"ok\n"))
 
     def test_insecure_skip_verify_warns(self):
         service = RunningService(self, "--insecure-skip-verify")

@@ -18,7 +18,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.web.server import Site
 
-from ..options import number
+from ..options import number, seconds, server_endpoint
 from .burst import ControlledSite
 from .core import Simulator
 from .generate import RandomEmitter
@@ -38,7 +38,7 @@ class Options(usage.Options):
         ["containers", None, 50, "distinct containers random events use", number(int, "containers", 1)],
         ["tz-offset", None, -180, "timestamps' zone offset in minutes (0 writes Z)", number(int, "tz-offset", -1439)],
         ["event-limit", None, 100_000, "history per event type (-1: no limit, 0: none)", number(int, "event-limit", -1)],
-        ["age-limit", None, 86400.0, "seconds of history kept", number(float, "age-limit", 0)],
+        ["age-limit", None, 86400.0, "seconds of history kept", seconds("age-limit")],
         ["seed", None, 0, "seed of container names and random events", int],
     ]
     optFlags = [
@@ -51,14 +51,12 @@ class Options(usage.Options):
         self["listen"] = []
 
     def opt_listen(self, description: str) -> None:
-        """Twisted server endpoint to serve the API on (repeatable; default tcp:8080)."""
-        from twisted.internet import reactor
-
+        """Where to serve the API: PORT, :PORT, IP:PORT, [IPv6]:PORT or a Twisted server endpoint
+        string (repeatable; default tcp:8080)."""
         try:
-            serverFromString(reactor, description)
-        except (ValueError, TypeError, KeyError) as error:
-            raise usage.UsageError(f"--listen {description!r} is not a server endpoint: {error}") from None
-        self["listen"].append(description)
+            self["listen"].append(server_endpoint("listen")(description))
+        except ValueError as error:
+            raise usage.UsageError(str(error)) from None
 
     def postOptions(self) -> None:
         if self["tz-offset"] > 1439:
