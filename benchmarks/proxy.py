@@ -181,7 +181,7 @@ def breakdown(sim_port: int) -> dict[str, float]:
     from cadvisor_events.cadvisor import CAdvisorClient, Target
     from cadvisor_events.event import count_events, decode_history
     from cadvisor_events.exposition import render_seed_counts
-    from cadvisor_events.proxy import DECODE_BATCH, _history_elements, count_history
+    from cadvisor_events.seedhistory import DECODE_BATCH, count_history, history_elements
 
     client = CAdvisorClient(reactor)
     target = Target("127.0.0.1", sim_port)
@@ -216,13 +216,13 @@ def breakdown(sim_port: int) -> dict[str, float]:
             times.append(time.perf_counter() - started)
         return min(times)
 
-    elements = _history_elements.decode(body)
+    elements = history_elements.decode(body)
     batches = [b"".join((b"[", b",".join(elements[i : i + DECODE_BATCH]), b"]"))
                for i in range(0, len(elements), DECODE_BATCH)]
     counts = count_history(body)
     times = {
         "fetch": min(fetch_times),
-        "split": best(lambda: _history_elements.decode(body)),
+        "split": best(lambda: history_elements.decode(body)),
         "decode": best(lambda: [decode_history(b) and None for b in batches]),
         "count_history": best(lambda: count_history(body)),
         "render": best(lambda: render_seed_counts(counts)),

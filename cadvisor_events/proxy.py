@@ -11,6 +11,11 @@ It must never connect anywhere ``--proxy-allow`` does not admit (the check
 comes first, see :mod:`cadvisor_events.access`), nor hold more than
 ``--proxy-concurrency`` fetches or ``--max-history-bytes`` per fetch: each
 answer holds a whole history in memory.
+
+A history is decoded as the seed decodes it (Go's ``json.Decoder`` into
+cAdvisor's ``[]info.Event``), by :mod:`cadvisor_events.seedhistory`: what the
+seed counts, this counts the same, and where the seed's decode fails, this
+answers 502.
 """
 
 from __future__ import annotations
@@ -19,7 +24,6 @@ import re
 from typing import Mapping, Optional, Sequence
 from urllib.parse import unquote_to_bytes
 
-import msgspec
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from twisted.internet import defer, task
 from twisted.logger import Logger
@@ -30,11 +34,12 @@ from .access import ProxyAccess, Refused
 from .cadvisor import (
     CAdvisorClient, Target, TargetError, UpstreamError, excerpt, parse_target, timed_out,
 )
-from .event import CountingKey, InvalidEvent, count_events, decode_history
+from .event import InvalidEvent
 from .exposition import TEXT_CONTENT_TYPE, render_seed_counts
 from .plaintext import PlainTextResource, error_body
+from .seedhistory import count_history
 
-__all__ = ["ProxyResource", "proxy_target", "count_history", "CLIENT_CLOSED"]
+__all__ = ["ProxyResource", "proxy_target", "CLIENT_CLOSED"]
 
 log = Logger()
 
@@ -80,46 +85,6 @@ def proxy_target(path: bytes, args: Mapping[bytes, Sequence[bytes]], default: Ta
     if not _HAS_SCHEME.match(text):
         text = "http://" + text
     return parse_target(text, default_port=SEED_DEFAULT_PORT)
-
-
-def count_history(body: bytes) -> dict[CountingKey, int]:
-    """Count a history body by the Go seed's rule, a few hundred events at a time.
-
-    msgspec first splits the array into raw elements (checking the JSON, making
-    no event objects), then each batch goes through ``decode_history`` and
-    ``count_events``. Decoding a whole history at once would make its event
-    objects the largest allocation of a /proxy answer; a batch stays small,
-    in the CPU cache and out of the garbage collector's way, and so is faster
-    too (benchmarks/proxy.py measures it).
-
-    :raises InvalidEvent: when the body is not a JSON array of events; a
-        position in the message counts from the start of the whole array.
-    """
-    try:
-        elements = _history_elements.decode(body)
-    except msgspec.DecodeError as e:
-        raise InvalidEvent(str(e)) from None
-    counts: dict[CountingKey, int] = {}
-    for start in range(0, len(elements), DECODE_BATCH):
-        batch = b"".join((b"[", b",".join(elements[start : start + DECODE_BATCH]), b"]"))
-        try:
-            part = count_events(decode_history(batch))
-        except InvalidEvent as e:
-            position = _ELEMENT_INDEX.sub(lambda m: f"$[{int(m.group(1)) + start}]", str(e), count=1)
-            raise InvalidEvent(position) from None
-        if not counts:
-            counts = part
-            continue
-        get = counts.get
-        for key, n in part.items():
-            counts[key] = get(key, 0) + n
-    return counts
-
-
-_history_elements = msgspec.json.Decoder(list[msgspec.Raw])
-_ELEMENT_INDEX = re.compile(r"\$\[(\d+)\]")
-#: Events decoded at a time by :func:`count_history`.
-DECODE_BATCH = 256
 
 
 class ProxyResource(PlainTextResource):

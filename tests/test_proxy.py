@@ -22,12 +22,13 @@ from twisted.web.client import Agent, HTTPConnectionPool
 
 from hypothesis import given, settings, strategies as st
 
-from cadvisor_events import proxy as proxy_module
+from cadvisor_events import seedhistory
 from cadvisor_events.access import ProxyAccess, parse_allow
 from cadvisor_events.cadvisor import CAdvisorClient, Target, TargetError
 from cadvisor_events.event import InvalidEvent, count_events, decode_history
 from cadvisor_events.exposition import _render_seed_counts_per_series, render_seed_counts
-from cadvisor_events.proxy import ProxyResource, count_history, proxy_target
+from cadvisor_events.proxy import ProxyResource, proxy_target
+from cadvisor_events.seedhistory import count_history
 
 DEFAULT = Target("127.0.0.1", 9094)
 ALL_QUERY = b"/api/v1.3/events?subcontainers=true&max_events=-1&all_events=true"
@@ -360,13 +361,13 @@ class CountHistoryTests(unittest.TestCase):
         ])
 
     def test_batches_merge_to_the_whole_count(self):
-        self.patch(proxy_module, "DECODE_BATCH", 3)
+        self.patch(seedhistory, "DECODE_BATCH", 3)
         for n in [0, 1, 3, 4, 10, 31]:
             body = self.history(n)
             self.assertEqual(count_history(body), count_events(decode_history(body)), n)
 
     def test_error_position_counts_from_the_start_of_the_array(self):
-        self.patch(proxy_module, "DECODE_BATCH", 3)
+        self.patch(seedhistory, "DECODE_BATCH", 3)
         events = json.loads(self.history(10))
         events[7]["container_name"] = 1
         with self.assertRaises(InvalidEvent) as e:
@@ -374,9 +375,245 @@ class CountHistoryTests(unittest.TestCase):
         self.assertIn("$[7].container_name", str(e.exception))
 
     def test_not_json(self):
-        for body in [b"", b"[1,", b"{}", b"[] trailing"]:
+        # b"[] trailing" used to be here: the seed's json.Decoder never reads past
+        # the first value, so it is an empty history (SeedDecodingTests.test_trailing_data_is_ignored).
+        for body in [b"", b"[1,", b"{}"]:
             with self.assertRaises(InvalidEvent, msg=body):
                 count_history(body)
+
+
+#: The Go seed's own fixture (cmd/cadvisor-events-proxy/main_test.go): no timestamps, and a type
+#: cAdvisor never sends. The seed decodes it to {ContainerName: "c1", EventType: "containerCreate"}.
+SEED_FIXTURE = b'[{"container_name": "c1", "event_type": "containerCreate"}]'
+SEED_FIXTURE_ANSWER = HEADER + b'cadvisor_container_events_total{event_type="containerCreate",id="c1",oom_process=""} 1\n'
+STAMP = '"timestamp":"2026-11-24T17:25:55.873677656-03:00"'
+
+
+#: Keys and values for SeedDecodingTests.test_fast_and_exact_paths_agree: mostly what cAdvisor
+#: writes (so the fast path takes many), some of every kind it refuses.
+SEED_KEYS = ["container_name", "event_type", "timestamp", "event_data"] * 6 + [
+    "CONTAINER_NAME", "Event_Type", "unknown", "ev\u017fnt_type", "oom", "c\\u006fntainer_name"]
+SEED_VALUES = [
+    '"/a"', '"oom"', '"oomKill"', '"2026-11-24T17:25:55Z"', '"2026-11-24T17:25:55.1-03:00"', "{}",
+    '{"oom":{"pid":1,"process_name":"java"}}', '{"oom":{"pid":1,"process_name":"oom","constraint":"x"}}',
+    '{"container_deletion":{"exit_code":-1}}', '{"oom":{}}',
+] * 4 + [
+    "null", "5", '"2026-11-24t17:25:55Z"', '"2028-02-29T00:00:00Z"', '"\\u006fom"', '"o\\"oom"', "[]",
+    '{"oom":null}', '{"oom":{"pid":2},"oom":{"process_name":"x"}}', '{"OOM":{"process_name":"oom"}}',
+    '{"oom":{"pid":1.5}}', '{"oom" :{"process_name":"j"}}', '{"container_deletion":{"oom":1}}',
+]
+
+
+def counted(body: bytes):
+    """count_history's answer as a plain dict, or "error" where the seed's Decode fails (it answers 500)."""
+    try:
+        return dict(count_history(body))
+    except InvalidEvent:
+        return "error"
+
+
+class SeedDecodingTests(unittest.TestCase):
+    """/proxy decodes a history as the seed does: Go's json.NewDecoder(body).Decode(&events)
+    into cAdvisor v0.33.1's []info.Event, then one series per (container_name, event_type,
+    event_data.oom.process_name). Each expectation is what that Go code gives."""
+
+    def answer(self, history: bytes):
+        proxy = StubbedProxy(self, upstream=FakeCAdvisor(history))
+        code, _, body = proxy.request("/proxy/10.0.0.7:8080")
+        return code, body
+
+    def test_the_seeds_fixture(self):
+        self.assertEqual(self.answer(SEED_FIXTURE), (200, SEED_FIXTURE_ANSWER))
+
+    def test_missing_fields_are_zero(self):
+        self.assertEqual(counted(b"[{}]"), {("", "", ""): 1})
+        self.assertEqual(counted(b'[{"event_type":"oom"},{"container_name":"/a"}]'),
+                         {("", "oom", ""): 1, ("/a", "", ""): 1})
+        body = b'[{"container_name":"/a","event_type":"oomKill","event_data":{"oom":{"pid":1}}}]'
+        self.assertEqual(counted(body), {("/a", "oomKill", ""): 1})
+
+    def test_null_is_the_zero_value(self):
+        self.assertEqual(
+            counted(b'[{"container_name":null,"timestamp":null,"event_type":null,"event_data":null}]'),
+            {("", "", ""): 1},
+        )
+        self.assertEqual(counted(b'[{"container_name":"/a","event_data":{"oom":null}}]'), {("/a", "", ""): 1})
+        body = b'[{"container_name":"/a","event_data":{"oom":{"pid":null,"process_name":null}}}]'
+        self.assertEqual(counted(body), {("/a", "", ""): 1})
+
+    def test_a_null_element_is_a_zero_event(self):
+        self.assertEqual(counted(b'[null,{"container_name":"/a"},null]'), {("", "", ""): 2, ("/a", "", ""): 1})
+
+    def test_unknown_fields_are_ignored_whatever_they_hold(self):
+        body = (
+            b'[{"container_name":"/a","event_type":"oomKill","x":[1,{"y":null}],"event_type_2":5,'
+            b'"event_data":{"oom":{"pid":1,"process_name":"java","constraint":5,"other":{}},'
+            b'"container_deletion":"not an object","z":null},"":true}]'
+        )
+        self.assertEqual(counted(body), {("/a", "oomKill", "java"): 1})
+
+    def test_any_event_type_counts_under_its_own_name(self):
+        body = b'[{"container_name":"/a","event_type":"containerCreate"},{"container_name":"/a","event_type":""}]'
+        self.assertEqual(counted(body), {("/a", "containerCreate", ""): 1, ("/a", "", ""): 1})
+
+    def test_top_level_null_is_an_empty_history(self):
+        for body in [b"null", b" \n\tnull", b"null garbage", b"null[1]"]:
+            self.assertEqual(self.answer(body), (200, b""), body)
+
+    def test_trailing_data_is_ignored(self):
+        # The seed uses a json.Decoder: Decode reads the first value and nothing after it.
+        for tail in [b" ", b"\n", b" trailing", b"[2]", b"]", b"{", b",", b'\xff\xfe', b'{"container_name":1}']:
+            body = SEED_FIXTURE + tail
+            self.assertEqual(self.answer(body), (200, SEED_FIXTURE_ANSWER), tail)
+        self.assertEqual(counted(b"[] trailing"), {})
+        self.assertEqual(counted(b"\r\n [ ] [1"), {})
+
+    def test_keys_match_fields_case_insensitively(self):
+        body = (
+            b'[{"CONTAINER_NAME":"/a","Event_Type":"oomKill","TimeStamp":"2026-11-24T17:25:55Z",'
+            b'"EVENT_DATA":{"Oom":{"PID":1,"Process_Name":"java"}}}]'
+        )
+        self.assertEqual(self.answer(body), (200, HEADER + (
+            b'cadvisor_container_events_total{event_type="oomKill",id="/a",oom_process="java"} 1\n')))
+        # Go folds keys with Unicode simple case folding: the long s (U+017F) is an "s" ...
+        self.assertEqual(counted('[{"proceſs_name":"x","event_data":{"oom":{"proceſs_name":"java"}}}]'.encode()),
+                         {("", "", "java"): 1})
+        # ... but "ß" is not "ss" (Python's casefold would say it is), nor is a key with escapes
+        # anything but the text it stands for.
+        self.assertEqual(counted('[{"event_data":{"oom":{"proceß_name":"java"}}}]'.encode()), {("", "", ""): 1})
+        self.assertEqual(counted(b'[{"\\u0063ontainer_name":"/a","EVENT_\\u0054YPE":"oom"}]'), {("/a", "oom", ""): 1})
+
+    def test_repeated_keys_the_last_one_wins(self):
+        self.assertEqual(counted(b'[{"container_name":"/a","container_name":"/b"}]'), {("/b", "", ""): 1})
+        # The exact spelling is not preferred over an earlier one: both set the same field, in order.
+        self.assertEqual(counted(b'[{"container_name":"/a","Container_Name":"/b"}]'), {("/b", "", ""): 1})
+        self.assertEqual(counted(b'[{"CONTAINER_NAME":"/b","container_name":"/a"}]'), {("/a", "", ""): 1})
+        # null for a string leaves what an earlier key set.
+        self.assertEqual(counted(b'[{"container_name":"/a","container_name":null}]'), {("/a", "", ""): 1})
+
+    def test_repeated_objects_merge(self):
+        # Go decodes a repeated object into the same struct: fields the later one lacks stay.
+        java = b'"event_data":{"oom":{"pid":1,"process_name":"java"}}'
+        self.assertEqual(counted(b'[{%s,"event_data":{}}]' % java), {("", "", "java"): 1})
+        self.assertEqual(counted(b'[{%s,"event_data":null}]' % java), {("", "", "java"): 1})
+        self.assertEqual(counted(b'[{%s,"event_data":{"oom":{"pid":2}}}]' % java), {("", "", "java"): 1})
+        self.assertEqual(counted(b'[{"event_data":{"oom":{"process_name":"java"},"oom":{"pid":2}}}]'),
+                         {("", "", "java"): 1})
+        # oom is a pointer: null makes it nil again, and a later object starts from zero.
+        self.assertEqual(counted(b'[{%s,"event_data":{"oom":null}}]' % java), {("", "", ""): 1})
+        self.assertEqual(counted(b'[{"event_data":{"oom":{"process_name":"java"},"oom":null,"oom":{}}}]'),
+                         {("", "", ""): 1})
+
+    def test_every_repeat_of_a_timestamp_is_parsed(self):
+        good = b'"timestamp":"2026-11-24T17:25:55Z"'
+        self.assertEqual(counted(b'[{%s,%s}]' % (good, good)), {("", "", ""): 1})
+        self.assertEqual(counted(b'[{"timestamp":"yesterday",%s}]' % good), "error")
+        self.assertEqual(counted(b'[{%s,"timestamp":5}]' % good), "error")
+
+    def test_wrong_json_types_fail_like_the_seed(self):
+        # Decode returns an UnmarshalTypeError, ListEvents returns it, the seed answers 500: we 502.
+        for body in [
+            b'[{"container_name":5}]',
+            b'[{"event_type":true}]',
+            b'[{"CONTAINER_NAME":["/a"]}]',
+            b'[{"timestamp":5}]',
+            b'[{"timestamp":{}}]',
+            b'[{"event_data":"x"}]',
+            b'[{"event_data":[]}]',
+            b'[{"event_data":{"oom":1}}]',
+            b'[{"event_data":{"oom":{"process_name":1}}}]',
+            b'[{"event_data":{"oom":{"pid":"1"}}}]',
+            b'[{"event_data":{"oom":{"pid":1.5}}}]',
+            b'[{"event_data":{"oom":{"pid":1e3}}}]',
+            b'[{"event_data":{"oom":{"pid":9223372036854775808}}}]',
+            b'["/a"]',
+            b"[1]",
+            b"[[]]",
+            b"[true]",
+            b'[{"container_name":"/a"},{"container_name":"/b","container_name":2}]',
+        ]:
+            self.assertEqual(counted(body), "error", body)
+        code, body = self.answer(b'[{"container_name":"/a"},{"container_name":5}]')
+        self.assertEqual(code, 502)
+        self.assertIn(b"cannot unmarshal number 5 into Go struct field Event.container_name of type string", body)
+        self.assertIn(b"$[1].container_name", body)
+        self.assertEqual(counted(b'[{"event_data":{"oom":{"pid":-9223372036854775808}}}]'), {("", "", ""): 1})
+
+    def test_timestamps_are_what_go_time_parse_accepts(self):
+        # Time.UnmarshalJSON: time.Parse(time.RFC3339, text between the quotes, escapes unresolved).
+        for stamp in [
+            "2026-11-24T17:25:55.873677656-03:00", "2026-11-24T17:25:55Z", "2028-02-29T00:00:00Z",
+            "2026-11-24T7:25:55Z",  # a one-digit hour
+            "2026-11-24T17:25:55,5Z",  # a comma before the fraction
+            "2026-11-24T17:25:55.1234567891234Z",  # more than nine fractional digits
+            "2026-11-24T17:25:55+24:60", "0000-01-01T00:00:00Z",
+            "2026-11-24T17:25:55+25:99",  # refused by Go 1.20 and later, accepted before
+        ]:
+            self.assertEqual(counted(b'[{"timestamp":"%s"}]' % stamp.encode()), {("", "", ""): 1}, stamp)
+        for stamp in [
+            "", "yesterday", "2026-11-24t17:25:55Z", "2026-11-24T17:25:55z", "2026-11-24 17:25:55Z",
+            "2026-11-24T17:25:55", "2026-02-29T00:00:00Z", "2026-04-31T00:00:00Z", "2026-11-24T24:00:00Z",
+            "2026-11-24T17:60:00Z", "2026-11-24T17:25:60Z", "2026-11-24T17:25:55+3:00", "2026-11-24T17:25:55+0300",
+            "2026-11-24T17:25:55.Z", "2026-13-01T00:00:00Z", "26-11-24T17:25:55Z",
+            "2026-11-24T17:25:55\\u005a",  # "Z" written as an escape: Go parses the raw text
+        ]:
+            self.assertEqual(counted(b'[{"timestamp":"%s"}]' % stamp.encode()), "error", stamp)
+
+    def test_invalid_utf8_and_lone_surrogates_become_replacement_characters(self):
+        # Go's decoder turns each invalid byte and each unpaired surrogate escape into U+FFFD.
+        body = b'[{"container_name":"/a\xff\xe2\x82","event_type":"\\ud800x\\udc00","x":"\xc0"}]'
+        self.assertEqual(counted(body), {("/a\ufffd\ufffd\ufffd", "\ufffdx\ufffd", ""): 1})
+        self.assertEqual(counted(b'[{"container_name":"\\ud83d\\udc33"}]'), {("\U0001f433", "", ""): 1})
+        code, body = self.answer(b'[{"container_name":"\\ud800"}]')
+        self.assertEqual((code, body), (200, HEADER + (
+            'cadvisor_container_events_total{event_type="",id="\ufffd",oom_process=""} 1\n').encode()))
+
+    def test_broken_json_is_still_502(self):
+        for body in [b"", b" \n", b"nul", b"[", b"[{}", b'[{"container_name":"/a}]', b"[1,]", b"[01]",
+                     b"[NaN]", b"\xef\xbb\xbf[]", b'["\x01"]', b"{]",
+                     b"[" * 10001 + b"]" * 10001]:  # Go refuses nesting deeper than 10,000
+            self.assertEqual(counted(body), "error", body[:20])
+        self.assertEqual(counted(b'[{"x":%s}]' % (b"[" * 9998 + b"]" * 9998)), {("", "", ""): 1})
+        code, body = self.answer(b"[{}")
+        self.assertEqual(code, 502)
+        self.assertIn(b"truncated", body)
+
+    def test_cadvisors_own_bodies_take_the_fast_path(self):
+        # Only what msgspec refuses goes through the exact (slow) decoder.
+        def slow_path(*args, **kwargs):
+            raise AssertionError("took the exact path")
+
+        self.patch(seedhistory, "count_as_go", slow_path)
+        self.patch(seedhistory, "DECODE_BATCH", 2)
+        cadvisor = (
+            b'[{"container_name":"/a",%s,"event_type":"oomKill",'
+            b'"event_data":{"oom":{"pid":1,"process_name":"java","constraint":"CONSTRAINT_MEMCG"}}},'
+            b'{"container_name":"/a",%s,"event_type":"oom","event_data":{}},'
+            b'{"container_name":"/a",%s,"event_type":"containerDeletion","event_data":{"container_deletion":'
+            b'{"exit_code":-1}}}] ' % (STAMP.encode(), STAMP.encode(), STAMP.encode())
+        )
+        self.assertEqual(count_history(cadvisor), {("/a", "oomKill", "java"): 1, ("/a", "oom", ""): 1,
+                                                   ("/a", "containerDeletion", ""): 1})
+        self.assertEqual(count_history(SEED_FIXTURE + b"\n"), {("c1", "containerCreate", ""): 1})
+        self.assertEqual(len(count_history(SMALL_HISTORY)), 2)
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.lists(st.one_of(st.none(), st.lists(st.tuples(st.sampled_from(SEED_KEYS), st.sampled_from(SEED_VALUES)),
+                                                  max_size=5)), max_size=6),
+           st.integers(1, 3), st.booleans())
+    def test_fast_and_exact_paths_agree(self, events, batch, spaced):
+        """Whatever mix of spellings, repeats, nulls and types: msgspec's way and Go's way give one answer."""
+        colon = " : " if spaced else ":"
+        body = "[%s]" % ",".join(
+            "null" if pairs is None else "{%s}" % ",".join(f'"{key}"{colon}{value}' for key, value in pairs)
+            for pairs in events
+        )
+        self.patch(seedhistory, "DECODE_BATCH", batch)
+        try:
+            exact = dict(seedhistory.count_as_go(body.encode()))
+        except InvalidEvent:
+            exact = "error"
+        self.assertEqual(counted(body.encode()), exact, body)
 
 
 LABEL_TEXT = st.text(
