@@ -35,7 +35,7 @@ setup(
     long_description_content_type="text/x-rst",
     license="Apache-2.0",
     license_files=["LICENSE"],
-    python_requires=">=3.9",
+    python_requires=">=3.9.12",  # Twisted 26.4 needs it
     packages=["cadvisor_events", "cadvisor_events.simulator", "twisted.plugins"],
     package_data={"twisted.plugins": ["cadvisor_events_plugin.py"], "cadvisor_events": ["py.typed"]},
     install_requires=[
