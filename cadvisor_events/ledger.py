@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import collections
 from bisect import bisect_left, insort
-from typing import Callable, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Callable, List, Optional, Sequence, Set, Tuple
 
 from twisted.logger import Logger
 
@@ -406,8 +406,3 @@ def merge_backfill(
         count(event)
         result.from_buffer += 1
     return result
-
-
-def timed_events(events: Iterable[Event]) -> List[TimedEvent]:
-    """``(event, ns)`` pairs for ``events``, in their order (a helper for callers and tests)."""
-    return [(event, timestamp_ns(event.timestamp)) for event in events]

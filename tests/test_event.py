@@ -2,7 +2,7 @@
 
 import datetime
 
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 from twisted.trial import unittest
 
 from cadvisor_events.event import (
@@ -10,10 +10,13 @@ from cadvisor_events.event import (
     count_events,
     decode_event,
     decode_history,
+    parse_history,
+    strict_timestamp_ns,
     timestamp_ns,
 )
+from cadvisor_events.testing import history_body
 
-from .support import OOM_KILL
+from .support import OOM_KILL, A, B
 
 
 class DecodeEventTests(unittest.TestCase):
@@ -132,3 +135,29 @@ class TimestampTests(unittest.TestCase):
         ]:
             with self.assertRaises(InvalidEvent, msg=bad):
                 timestamp_ns(bad)
+
+
+class HistoryAndCachedTimestampTests(unittest.TestCase):
+    def test_parse_history_sorts_and_counts_bad_elements(self):
+        timed, invalid = parse_history(history_body(B, A, b"3"))
+        self.assertEqual([e for e, _ in timed], [decode_event(A), decode_event(B)])
+        self.assertEqual(invalid, 1)
+        self.assertEqual(parse_history(b"[]"), ([], 0))
+        self.assertRaises(InvalidEvent, parse_history, b"{}")
+
+    @settings(max_examples=500, deadline=None)
+    @given(st.one_of(
+        st.builds(lambda d, f, z: d + f + z,
+                  st.sampled_from(["2026-11-24T17:25:55", "1970-01-01T00:00:00", "2026-02-30T00:00:00",
+                                   "2026-11-24t17:25:55", "9999-12-31T23:59:59", "2026-11-24T17:25"]),
+                  st.one_of(st.just(""), st.text("0123456789", max_size=11).map(lambda s: "." + s),
+                            st.text(max_size=4)),
+                  st.sampled_from(["Z", "z", "-03:00", "+05:30", "+0530", "", "Zx", "-3:00", "+aa:bb"])),
+        st.text(max_size=40)))
+    def test_cached_timestamp_ns_agrees_with_the_strict_parser(self, text):
+        try:
+            want = strict_timestamp_ns(text)
+        except InvalidEvent:
+            self.assertRaises(InvalidEvent, timestamp_ns, text)
+        else:
+            self.assertEqual(timestamp_ns(text), want)

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import collections
 
-from hypothesis import given, settings, strategies as st
 from twisted.internet import defer, task
 from twisted.internet.error import ConnectionRefusedError
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
 from cadvisor_events.cadvisor import Target, UpstreamError
-from cadvisor_events.event import InvalidEvent, decode_event, parse_history, strict_timestamp_ns, timestamp_ns
-from cadvisor_events.ledger import MAX_OOMS, RECENT_TAIL, Ledger, merge_backfill
+from cadvisor_events.event import timestamp_ns
+from cadvisor_events.ledger import MAX_OOMS
 from cadvisor_events.gate import ConnectGate
 from cadvisor_events.follower import PARTNER_WAIT, Follower
 from cadvisor_events.testing import CountingSink, FakeClient, FakeResponse, history_body
@@ -624,44 +623,6 @@ class ReplayTests(FollowerTestCase):
         self.assertEqual(self.counters.counts[("/docker/k", "oom", "")], 2)
         self.assertEqual(self.counters.counts[("/docker/k", "oomKill", "java")], 2)
         self.assertIsNone(f._held)
-
-
-class DedupTests(unittest.TestCase):
-    def timed(self, *lines):
-        return [(decode_event(line), timestamp_ns(decode_event(line).timestamp)) for line in lines]
-
-    def test_recent_window_is_bounded(self):
-        lines = [event("/docker/a", "oom", ts(i)) for i in range(3000)]
-        result = merge_backfill(Ledger(), None, self.timed(*lines), [], None, lambda e: None)
-        self.assertEqual(len(result.recent), RECENT_TAIL)
-        result = merge_backfill(Ledger(), None, self.timed(*lines), self.timed(lines[100]),
-                                timestamp_ns(ts(100)), lambda e: None)
-        self.assertEqual(len(result.recent), 2900)
-        self.assertEqual(result.dropped, 1)
-
-    def test_parse_history_sorts_and_counts_bad_elements(self):
-        timed, invalid = parse_history(history_body(B, A, b"3"))
-        self.assertEqual([e for e, _ in timed], [decode_event(A), decode_event(B)])
-        self.assertEqual(invalid, 1)
-        self.assertEqual(parse_history(b"[]"), ([], 0))
-        self.assertRaises(InvalidEvent, parse_history, b"{}")
-
-    @settings(max_examples=500, deadline=None)
-    @given(st.one_of(
-        st.builds(lambda d, f, z: d + f + z,
-                  st.sampled_from(["2026-11-24T17:25:55", "1970-01-01T00:00:00", "2026-02-30T00:00:00",
-                                   "2026-11-24t17:25:55", "9999-12-31T23:59:59", "2026-11-24T17:25"]),
-                  st.one_of(st.just(""), st.text("0123456789", max_size=11).map(lambda s: "." + s),
-                            st.text(max_size=4)),
-                  st.sampled_from(["Z", "z", "-03:00", "+05:30", "+0530", "", "Zx", "-3:00", "+aa:bb"])),
-        st.text(max_size=40)))
-    def test_cached_timestamp_ns_agrees_with_the_strict_parser(self, text):
-        try:
-            want = strict_timestamp_ns(text)
-        except InvalidEvent:
-            self.assertRaises(InvalidEvent, timestamp_ns, text)
-        else:
-            self.assertEqual(timestamp_ns(text), want)
 
 
 class EndToEndTests(unittest.TestCase):
