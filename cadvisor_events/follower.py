@@ -76,7 +76,7 @@ class Follower(Service):
     __slots__ = (
         "parent", "name", "running",  # IService's attributes, slotted too
         "target", "oom_only", "seed_history", "connect_timeout", "history_timeout",
-        "max_history_bytes", "settle_seconds", "first_delay", "max_clock_skew",
+        "max_history_bytes", "settle_seconds", "first_delay", "max_clock_skew", "backfill_overlap",
         "state", "up", "state_since", "tried", "received", "invalid_lines", "connects",
         "failures", "backfilled", "duplicates_dropped", "gaps", "last_error", "retries",
         "_client", "_counters", "_count", "_clock", "_backoff", "_gate", "_gate_held", "_gate_wait",
@@ -150,6 +150,8 @@ class Follower(Service):
         # With max_clock_skew, an event dated further ahead of our clock is not trusted as the
         # resume point (see Ledger); None trusts every timestamp.
         self.max_clock_skew = max_clock_skew
+        # A backfill re-reads this many seconds before the newest counted event (see Ledger).
+        self.backfill_overlap = backfill_overlap
         self._ledger = Ledger(backfill_overlap, None if max_clock_skew is None else clock.seconds,
                               max_clock_skew or 0.0, target.name)
         self._recent: Optional[set] = None

@@ -219,6 +219,15 @@ class MakeServiceTests(unittest.TestCase):
         self.assertEqual([(port[0], port[3]) for port in reactor.tcpServers],
                          [(9100, ""), (9101, "127.0.0.1"), (9102, "::1")])
 
+    def test_backfill_overlap_reaches_every_follower(self):
+        options = parse("--listen", "tcp:0:interface=127.0.0.1", "--target", "127.0.0.1:1",
+                        "--backfill-overlap", "250ms")
+        service = tap.makeService(options, reactor=MemoryReactorClock())
+        service.startService()
+        self.addCleanup(service.stopService)
+        (fleet,) = [s for s in service if hasattr(s, "followers")]
+        self.assertEqual(fleet.followers["127.0.0.1:1"].backfill_overlap, 0.25)
+
     def test_max_clock_skew_zero_trusts_every_timestamp(self):
         options = parse("--listen", "tcp:0:interface=127.0.0.1", "--target", "127.0.0.1:1",
                         "--max-clock-skew", "0")
