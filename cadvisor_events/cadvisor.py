@@ -1,4 +1,4 @@
-"""cAdvisor's events API as a client: targets, URLs, history and stream requests on treq.
+"""cAdvisor's API as a client: targets, URLs, history, stream and spec requests on treq.
 
 The only module that builds cAdvisor URLs or talks HTTP to a cAdvisor. It
 turns every upstream failure into :class:`UpstreamError` (with a short reason
@@ -8,10 +8,11 @@ password reach a log, a label or an error message.
 
 from __future__ import annotations
 
-from typing import Optional, cast
+from typing import Any, Dict, Optional, cast
 from urllib.parse import quote, urlencode, urlsplit
 
 import attrs
+import msgspec
 import treq
 from hyperlink import EncodedURL
 from twisted.internet import defer
@@ -34,6 +35,9 @@ log = Logger()
 
 DEFAULT_PORT = 8080
 EVENTS_PATH = "/api/v1.3/events"
+SPEC_PATH = "/api/v2.0/spec"
+#: A spec listing of a busy node is a few MB; more than this is not a cAdvisor answering.
+MAX_SPEC_BYTES = 64 * 1024 * 1024
 EXCERPT_BYTES = 200
 #: Of a non-200 body only this much is read (the message quotes its start);
 #: then the connection is dropped: an error body may be huge or endless.
@@ -144,6 +148,14 @@ def stream_url(target: Target, *, oom_only: bool) -> str:
     return f"{target.base_url}{EVENTS_PATH}?{urlencode(query, quote_via=quote)}"
 
 
+def spec_url(target: Target, name: str = "/", *, recursive: bool = False) -> str:
+    """The spec request for container ``name`` (an absolute cgroup name), or for it and
+    every container below it with ``recursive``."""
+    path = quote("/" + name.lstrip("/"), safe="/")
+    query = [("type", "name")] + ([("recursive", "true")] if recursive else [])
+    return f"{target.base_url}{SPEC_PATH}{path}?{urlencode(query)}"
+
+
 @attrs.frozen
 class UpstreamError(Exception):
     """A cAdvisor that answered badly or not at all.
@@ -158,6 +170,19 @@ class UpstreamError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class UnknownContainer(UpstreamError):
+    """cAdvisor's 500 ``unknown container "<name>"``: the container is not (or no longer)
+    tracked. A recursive spec listing fails whole this way when a container vanishes
+    under it; asking again usually succeeds. ``reason`` is ``unknown_container``."""
+
+
+#: In cAdvisor's 500 for a name it does not track (``unknown container "/x"``, recursive:
+#: ``unknown container: "/x"``) and for a listing a container vanished under
+#: (``partial failures: ["/x": GetInfo: unknown container "/x"]``).
+_UNKNOWN_CONTAINER = b"unknown container"
+_spec_decoder = msgspec.json.Decoder(Dict[str, Dict[str, Any]])
 
 
 def describe_failure(target: Target, failure) -> UpstreamError:
@@ -298,8 +323,30 @@ class CAdvisorClient:
         url = history_url(target, oom_only=oom_only, start_time=start_time)
         return self._get_body(target, url, timeout=timeout, max_bytes=max_bytes)
 
+    def spec(self, target: Target, name: str = "/", recursive: bool = False, *,
+             timeout: float = 10.0, max_bytes: int = MAX_SPEC_BYTES) -> defer.Deferred:
+        """GET the spec of container ``name`` (with ``recursive``: of it and every container
+        below it); fire with the answer, a dict of cgroup name to spec (a JSON object each).
+
+        The timeout covers the whole exchange, body included.
+
+        :raises UnknownContainer: for cAdvisor's 500 ``unknown container``.
+        :raises UpstreamError: (as the Deferred's failure) like :meth:`fetch_history`, and
+            ``reason="body"`` for an answer that is not a JSON object of objects.
+        """
+        url = spec_url(target, name, recursive=recursive)
+        d = self._get_body(target, url, timeout=timeout, max_bytes=max_bytes, what="spec answer")
+
+        def decode(body: bytes) -> Dict[str, Dict[str, Any]]:
+            try:
+                return _spec_decoder.decode(body)
+            except (msgspec.DecodeError, UnicodeDecodeError) as e:
+                raise UpstreamError("body", f"{target.base_url}: bad spec answer ({e}): {excerpt(body)}")
+
+        return d.addCallback(decode)
+
     @defer.inlineCallbacks
-    def _get_body(self, target: Target, url: str, *, timeout: float, max_bytes: int):
+    def _get_body(self, target: Target, url: str, *, timeout: float, max_bytes: int, what: str = "history"):
         deadline = self._reactor.seconds() + timeout
         request = self._get(url, target)
         request.addTimeout(timeout, self._reactor, onTimeoutCancel=timed_out(target, timeout))
@@ -323,13 +370,17 @@ class CAdvisorClient:
         except BodyTooLarge:
             raise UpstreamError(
                 "too_large",
-                f"{target.base_url}: history larger than the limit of {max_bytes} bytes"
-                " (--max-history-bytes)",
+                f"{target.base_url}: {what} larger than the limit of {max_bytes} bytes"
+                + (" (--max-history-bytes)" if what == "history" else ""),
             )
         except Exception as e:
             if response.code == 200 or not reader.chunks:
                 raise describe_failure(target, e)
             body = b"".join(reader.chunks)
+        if response.code == 500 and _UNKNOWN_CONTAINER in body:
+            raise UnknownContainer(
+                "unknown_container", f"{target.base_url} answered HTTP 500: {excerpt(body)}"
+            )
         if response.code != 200:
             raise UpstreamError(
                 "status", f"{target.base_url} answered HTTP {response.code}: {excerpt(body)}"

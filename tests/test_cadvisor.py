@@ -1,4 +1,4 @@
-"""Tests for cadvisor_events.cadvisor: targets, URLs, and the history/stream client."""
+"""Tests for cadvisor_events.cadvisor: targets, URLs, and the history/stream/spec client."""
 
 from urllib.parse import parse_qsl, urlsplit
 
@@ -17,10 +17,12 @@ from cadvisor_events.cadvisor import (
     CAdvisorClient,
     LimitedBodyReader,
     TargetError,
+    UnknownContainer,
     UpstreamError,
     history_url,
     parse_target,
     request_url,
+    spec_url,
     stream_url,
 )
 from cadvisor_events.httpclients import stream_http_client
@@ -195,6 +197,62 @@ class ClientTests(unittest.TestCase):
         d = CAdvisorClient(Clock(), http=stub).open_stream(self.target, oom_only=True)
         stub.flush()
         self.assertEqual(self.successResultOf(d).code, 200)
+
+
+class SpecClientTests(unittest.TestCase):
+    """``CAdvisorClient.spec``: URL, decoding, cAdvisor's unknown-container 500, bounds."""
+
+    target = parse_target("http://user:pw@h:1")
+
+    def spec(self, res, clock=None, **kw):
+        stub = StubTreq(res)
+        d = CAdvisorClient(clock or Clock(), http=stub).spec(self.target, **kw)
+        stub.flush()
+        return d
+
+    def test_url(self):
+        target = parse_target("h:1")
+        self.assertEqual(spec_url(target), "http://h:1/api/v2.0/spec/?type=name")
+        self.assertEqual(spec_url(target, "/", recursive=True), "http://h:1/api/v2.0/spec/?type=name&recursive=true")
+        self.assertEqual(spec_url(target, "/kubepods/burstable/pod1/ab c"),
+                         "http://h:1/api/v2.0/spec/kubepods/burstable/pod1/ab%20c?type=name")
+        self.assertEqual(spec_url(target, "system.slice"), "http://h:1/api/v2.0/spec/system.slice?type=name")
+
+    def test_answer_is_decoded_and_the_request_is_authenticated(self):
+        res = Fixed(body=b'{"/docker/a":{"aliases":["web","a"],"labels":{"k":"v"},"has_cpu":true}}')
+        answer = self.successResultOf(self.spec(res, name="/docker/a", recursive=True))
+        self.assertEqual(answer, {"/docker/a": {"aliases": ["web", "a"], "labels": {"k": "v"}, "has_cpu": True}})
+        request = res.requests[0]
+        self.assertEqual(request.uri, b"/api/v2.0/spec/docker/a?type=name&recursive=true")
+        self.assertEqual(request.getHeader(b"authorization"), b"Basic dXNlcjpwdw==")
+
+    def test_unknown_container_is_its_own_error(self):
+        for body in (b'unknown container "/docker/gone"\n', b'unknown container: "/docker/gone"\n',
+                     b'partial failures: ["/x": GetInfo: unknown container "/x"]\n'):
+            failure = self.failureResultOf(self.spec(Fixed(500, body), name="/docker/gone"), UnknownContainer)
+            self.assertEqual(failure.value.reason, "unknown_container")
+            self.assertIn("/docker/gone" if b"gone" in body else "/x", failure.value.message)
+
+    def test_other_errors(self):
+        failure = self.failureResultOf(self.spec(Fixed(500, b"boom")), UpstreamError)
+        self.assertEqual(failure.value.reason, "status")
+        self.assertNotIsInstance(failure.value, UnknownContainer)
+        self.assertEqual(self.failureResultOf(self.spec(Fixed(404, b'unknown container "/"')),
+                                              UpstreamError).value.reason, "status")
+        for body in (b"[]", b'{"/": 1}', b"{", b'{"/": {}} trailing', b"\xff"):
+            failure = self.failureResultOf(self.spec(Fixed(200, body)), UpstreamError)
+            self.assertEqual(failure.value.reason, "body", body)
+            self.assertNotIn("pw", failure.value.message)
+
+    def test_bounded_body_and_timeout(self):
+        failure = self.failureResultOf(self.spec(Fixed(body=b"{}" + b" " * 100), max_bytes=10), UpstreamError)
+        self.assertEqual(failure.value.reason, "too_large")
+        self.assertNotIn("--max-history-bytes", failure.value.message)
+        clock = Clock()
+        d = self.spec(Hang(), clock=clock, timeout=3)
+        self.assertNoResult(d)
+        clock.advance(3)
+        self.assertEqual(self.failureResultOf(d, UpstreamError).value.reason, "timeout")
 
 
 class Redirect(resource.Resource):

@@ -550,6 +550,164 @@ class StorageTests(HistoryMixin, unittest.TestCase):
         self.assertEqual(len(self.history(sim, ALL)), 4)
 
 
+class SpecApiTests(HistoryMixin, unittest.TestCase):
+    """``/api/v2.0/spec``: cAdvisor's ``GetContainerSpec`` over the simulator's cluster."""
+
+    SPEC = "http://cadvisor.test/api/v2.0/spec"
+
+    def specs(self, sim: Simulator, path: str = "/", query: str = "type=name", version: str = "v2.0") -> dict:
+        response, body = self.get(sim, f"http://cadvisor.test/api/{version}/spec{path}?{query}")
+        self.assertEqual((response.code, response.headers.getRawHeaders("content-type")),
+                         (200, ["application/json"]), body)
+        return json.loads(body)
+
+    def assertPlainError(self, sim, url, code, body):
+        response, content = self.get(sim, url)
+        self.assertEqual((response.code, content), (code, body))
+        self.assertEqual(response.headers.getRawHeaders("content-type"), ["text/plain; charset=utf-8"])
+        self.assertEqual(response.headers.getRawHeaders("x-content-type-options"), ["nosniff"])
+
+    def test_one_container_is_an_object_of_one_spec(self):
+        sim = make_simulator(seed=2)
+        name = next(n for n, c in sim.cluster.known.items() if c.kind == "docker" and c.pod_cgroup)
+        answer = self.specs(sim, name)
+        self.assertEqual(list(answer), [name])
+        spec = answer[name]
+        labels = spec["labels"]
+        self.assertEqual(set(labels) >= {"io.kubernetes.pod.name", "io.kubernetes.pod.namespace",
+                                         "io.kubernetes.pod.uid", "io.kubernetes.container.name"}, True)
+        self.assertEqual(spec["namespace"], "docker")
+        self.assertEqual(spec["aliases"][0], "k8s_%s_%s_%s_%s_0" % (
+            labels["io.kubernetes.container.name"], labels["io.kubernetes.pod.name"],
+            labels["io.kubernetes.pod.namespace"], labels["io.kubernetes.pod.uid"]))
+        self.assertIn(spec["aliases"][1], name)
+        self.assertEqual(spec["creation_time"], "2025-11-24T12:00:00-03:00")  # an hour before the start
+        self.assertTrue(spec["has_memory"] and spec["memory"]["limit"] > 0)
+        self.assertEqual(self.specs(sim, name, version="v2.1"), answer)
+
+    def test_go_json_marshal_bytes_of_a_raw_cgroup(self):
+        sim = make_simulator()
+        response, body = self.get(sim, self.SPEC + "/?type=name")
+        self.assertEqual(body, b'{"/":{"creation_time":"2025-11-24T12:00:00-03:00","has_cpu":true,'
+                               b'"cpu":{"limit":1024,"max_limit":0,"mask":"0-3","period":100000},"has_memory":true,'
+                               b'"memory":{"limit":9223372036854771712,"reservation":9223372036854771712},'
+                               b'"has_custom_metrics":false,"has_network":false,"has_filesystem":false,'
+                               b'"has_diskio":true}}')
+        self.assertEqual(self.specs(sim, "", query=""), json.loads(body))  # no type, no path: "/"
+
+    def test_pods_of_both_runtimes_and_drivers(self):
+        import random
+        sim = make_simulator(containers=1)
+        for runtime in ("docker", "containerd"):
+            for driver in ("cgroupfs", "systemd"):
+                pod = sim.start_pod(random.Random(runtime + driver), runtime=runtime, driver=driver, containers=1)
+                answer = self.specs(sim, pod[0].name, "type=name&recursive=true")
+                self.assertEqual(sorted(answer), sorted(c.name for c in pod))
+                level, sandbox, container = (answer[c.name] for c in pod)
+                self.assertNotIn("labels", level)  # a pod-level cgroup: no labels, aliases or image
+                self.assertNotIn("aliases", level)
+                self.assertNotIn("image", level)
+                self.assertEqual(sandbox["image"], "registry.k8s.io/pause:3.9")
+                self.assertIn("pod-template-hash", sandbox["labels"])  # every pod label, on the sandbox only
+                self.assertNotIn("app", container["labels"])
+                self.assertEqual(sandbox["namespace"], runtime)
+                if runtime == "docker":
+                    self.assertEqual(sandbox["labels"]["io.kubernetes.docker.type"], "podsandbox")
+                    self.assertEqual(sandbox["labels"]["io.kubernetes.container.name"], "POD")
+                    self.assertTrue(container["aliases"][0].startswith("k8s_"))
+                    self.assertEqual(len(container["aliases"]), 2)
+                else:
+                    self.assertEqual(sandbox["labels"]["io.cri-containerd.kind"], "sandbox")
+                    self.assertEqual(container["aliases"], [pod[2].name.rpartition("/")[2]
+                                                            .replace("cri-containerd-", "").replace(".scope", ""),
+                                                            pod[2].name])
+                if driver == "systemd":
+                    self.assertIn(".slice/", pod[2].name)
+                    self.assertTrue(pod[2].name.endswith(".scope"))
+
+    def test_recursive_listing_of_root_holds_every_cgroup_sorted(self):
+        sim = make_simulator(containers=80)
+        response, body = self.get(sim, self.SPEC + "/?type=name&recursive=true")
+        answer = json.loads(body)
+        keys = [key.decode() for key in re.findall(rb'(?:^\{|\}\},|\},)"(/[^"]*)":\{"creation_time"', body)]
+        self.assertEqual(keys, sorted(answer))  # Go marshals map keys sorted
+        self.assertIn("/", answer)
+        self.assertLessEqual(set(sim.container_pool), set(answer))
+        for ancestor in ("/kubepods", "/system.slice"):
+            self.assertIn(ancestor, answer)
+            self.assertNotIn("labels", answer[ancestor])
+        raw = [n for n, c in sim.cluster.known.items() if c.kind == "raw"]
+        self.assertTrue(raw and all("labels" not in answer[n] for n in raw))
+
+    def test_recursive_listing_matches_by_prefix_like_cadvisor(self):
+        sim = make_simulator(containers=1)
+        sim.cluster.alive.clear()
+        sim.cluster.known["/kubepods.slice/x"] = sim.cluster.spec("/kubepods.slice/x")
+        sim.emit("/kubepods.slice/x", "containerCreation")
+        sim.emit("/kubepods/y", "containerCreation")
+        # path.Join(name, "/") adds no slash: /kubepods also matches /kubepods.slice/...
+        self.assertEqual(sorted(self.specs(sim, "/kubepods", "type=name&recursive=true")),
+                         ["/kubepods", "/kubepods.slice", "/kubepods.slice/x", "/kubepods/y"])
+        self.assertEqual(list(self.specs(sim, "/kubepods", "type=name&recursive=1")), ["/kubepods"])  # "true" only
+
+    def test_unknown_names(self):
+        sim = make_simulator()
+        self.assertPlainError(sim, self.SPEC + "/docker/gone?type=name", 500, b'unknown container "/docker/gone"\n')
+        self.assertPlainError(sim, self.SPEC + "/docker/gone?type=name&recursive=true", 500,
+                              b'unknown container: "/docker/gone"\n')
+        self.assertPlainError(sim, "http://cadvisor.test/api/v1.3/spec/", 500, b'unknown request type "spec"\n')
+        self.assertPlainError(sim, self.SPEC + "/?type=docker", 501,
+                              b'the cAdvisor simulator answers specs by name only, not "docker"\n')
+
+    def test_a_container_vanishing_mid_listing(self):
+        sim = make_simulator()
+        sim.cluster.fail_listings = 1
+        response, body = self.get(sim, self.SPEC + "/?type=name&recursive=true")
+        self.assertEqual(response.code, 500)
+        self.assertRegex(body, rb'^partial failures: \["/[^"]*": GetInfo: unknown container "/[^"]*"\]\n$')
+        self.assertIn("/", self.specs(sim, "/", "type=name&recursive=true"))
+
+    def test_spec_stored_before_creation_and_gone_before_deletion(self):
+        sim = make_simulator(containers=1)
+        seen = []
+        add = sim._add
+
+        def recording(event):
+            seen.append((event.event_type, event.container_name in sim.cluster.tracked()))
+            add(event)
+
+        sim._add = recording  # type: ignore[method-assign]
+        sim.emit("/docker/web", "containerCreation")
+        self.assertEqual(list(self.specs(sim, "/docker/web")), ["/docker/web"])
+        sim.emit("/docker/web", "containerDeletion")
+        self.assertPlainError(sim, self.SPEC + "/docker/web?type=name", 500, b'unknown container "/docker/web"\n')
+        self.assertEqual(seen, [("containerCreation", True), ("containerDeletion", False)])
+
+    def test_random_events_follow_container_lives(self):
+        sim = make_simulator(seed=4)
+        alive = set(sim.cluster.alive)
+        for event in sim.emit_random(3000):
+            if event.event_type == "containerCreation":
+                self.assertNotIn(event.container_name, alive)
+                alive.add(event.container_name)
+            elif event.event_type == "containerDeletion":
+                self.assertIn(event.container_name, alive)
+                alive.discard(event.container_name)
+        self.assertEqual(alive, set(sim.cluster.alive))
+
+    def test_random_oom_kills_name_the_container_or_its_pod(self):
+        sim = make_simulator(seed=6)
+        events = sim.emit_random(3000)
+        pairs = [(events[i - 1], e) for i, e in enumerate(events) if e.event_type == "oomKill"]
+        at_pod = 0
+        for oom, kill in pairs:
+            self.assertEqual(oom.event_type, "oom")
+            pod = sim.cluster.pod_cgroup_of(oom.container_name)
+            self.assertIn(kill.container_name, (oom.container_name, pod or oom.container_name))
+            at_pod += bool(pod) and kill.container_name == pod
+        self.assertTrue(0 < at_pod < len(pairs) / 3, (at_pod, len(pairs)))
+
+
 class GeneratorTests(unittest.TestCase):
     PATTERNS = [re.compile(p) for p in (
         r"/docker/[0-9a-f]{64}",
@@ -557,7 +715,8 @@ class GeneratorTests(unittest.TestCase):
         r"/kubepods(/(burstable|besteffort))?/pod[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
         r"(/[0-9a-f]{64})?",
         r"/kubepods\.slice(/kubepods-(burstable|besteffort)\.slice)?/kubepods(-(burstable|besteffort))?-pod"
-        r"[0-9a-f]{8}(_[0-9a-f]{4}){3}_[0-9a-f]{12}\.slice(/cri-containerd-[0-9a-f]{64}\.scope)?",
+        r"[0-9a-f]{8}(_[0-9a-f]{4}){3}_[0-9a-f]{12}\.slice(/(cri-containerd|docker)-[0-9a-f]{64}\.scope)?",
+        r"/system\.slice/[a-z-]+\.service",
     )]
 
     def test_names_are_realistic_and_deterministic(self):

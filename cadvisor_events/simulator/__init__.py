@@ -20,7 +20,9 @@ counted. Serve ``simulator.resource`` on a loopback port, or hand it to
     ...                                                 # run your client against url
     assert counted == simulator.ground_truth()          # (container, type, process) -> events
 
-It also restarts like cAdvisor (:meth:`Simulator.restart`: streams cut,
+It serves cAdvisor's spec API too (``/api/v2.0/spec``: who each cgroup is,
+from the :class:`Cluster` of Kubernetes pods, docker containers and raw
+cgroups it tracks; :meth:`Simulator.start_pod` starts a labelled pod). It also restarts like cAdvisor (:meth:`Simulator.restart`: streams cut,
 history lost, OOMs replayed with a shifted date), emits at a rate
 (:meth:`Simulator.start_emitting`, :class:`RandomEmitter`), writes benchmark
 bursts (:class:`Burst`, over HTTP with :class:`ControlledSite`), and runs as
@@ -30,6 +32,7 @@ that check them. This module only re-exports; it must never hold code.
 """
 
 from .burst import Burst, ControlledSite, ControlResource
+from .cluster import Cluster, SimContainer, SimPod, make_containers, make_pod
 from .core import Simulator
 from .generate import RandomEmitter, container_names
 from .golang import (
@@ -41,11 +44,14 @@ from .store import EventStore, SimulatedEvent
 
 __all__ = [
     "Burst",
+    "Cluster",
     "ControlResource",
     "ControlledSite",
     "EventQuery",
     "EventStore",
     "RandomEmitter",
+    "SimContainer",
+    "SimPod",
     "SimulatedEvent",
     "Simulator",
     "clean_go_path",
@@ -53,6 +59,8 @@ __all__ = [
     "go_duration_error",
     "go_json_string",
     "go_quote",
+    "make_containers",
+    "make_pod",
     "parse_go_bool",
     "parse_go_int",
     "parse_go_query",

@@ -1,4 +1,4 @@
-"""cAdvisor's HTTP answers: ``/healthz`` and the events API as its mux and handlers give them.
+"""cAdvisor's HTTP answers: ``/healthz``, the events API and the spec API as its mux and handlers give them.
 
 Turns a request into a history answer, an opened stream or cAdvisor's own
 plain-text error (status, headers and body as Go's ``http.Error`` writes
@@ -17,7 +17,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from .golang import GoPanic, decode_url_path, parse_go_query
-from .query import ApiError, EventQuery, events_container
+from .query import ApiError, EventQuery, api_request, events_container, spec_request
 
 if TYPE_CHECKING:
     from .core import Simulator
@@ -46,6 +46,13 @@ class CadvisorResource(Resource):
             return plain_error(request, 404, "404 page not found")
         try:
             args = parse_go_query(request.uri.partition(b"?")[2])
+            request_type, container = api_request(path, args)
+            if request_type == "spec":
+                status, body = self._simulator.cluster.spec_answer(container, spec_request(args))
+                if status != 200:
+                    return plain_error(request, status, body.decode().rstrip("\n"))
+                request.setHeader(b"content-type", b"application/json")
+                return body
             query = EventQuery.from_args(args, events_container(path, args))
             if not query.stream:
                 events = self._simulator.history(query)

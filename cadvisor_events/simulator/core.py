@@ -24,6 +24,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from .api import CadvisorResource
 from .burst import Burst
+from .cluster import Cluster, SimContainer, make_containers, make_pod
 from .generate import RANDOM_TYPES, RANDOM_WEIGHTS, RandomEmitter, container_names, random_event_details
 from .golang import GO_ZERO_TIME_NS, NS_PER_SECOND
 from .query import EVENT_TYPES, EventQuery
@@ -76,7 +77,11 @@ class Simulator:
         self.deletion_exit_codes = deletion_exit_codes
         self.seed = seed
         self.rng = random.Random(seed)
-        self.container_pool = container_names(containers, self.rng)
+        #: The containers it tracks (all alive at first, created an hour before the clock's
+        #: start) and their specs, served on ``/api/v2.0/spec``.
+        self.cluster = Cluster(make_containers(containers, self.rng),
+                               int((clock.seconds() - 3600) * NS_PER_SECOND), tz_offset_minutes)
+        self.container_pool = list(self.cluster.known)
         self.emitted: list[SimulatedEvent] = []
         self.replayed: list[SimulatedEvent] = []
         self._run_errors = random.Random(f"oom-clock-{seed}")
@@ -114,6 +119,12 @@ class Simulator:
             self.reserve_timestamps_through(timestamp_ns)
         event = SimulatedEvent.create(container_name, event_type, timestamp_ns, self.tz_offset_minutes,
                                       process_name, pid, constraint, exit_code)
+        # cAdvisor stores a new container before it emits the creation, and forgets one before
+        # it emits the deletion: the spec API answers accordingly by the time a client reads the event.
+        if event_type == "containerCreation":
+            self.cluster.created(container_name, timestamp_ns)
+        elif event_type == "containerDeletion":
+            self.cluster.deleted(container_name)
         if oom:
             self._kernel_log.append((timestamp_ns + self._oom_error_ns, event, True))
         self.emitted.append(event)
@@ -147,16 +158,32 @@ class Simulator:
 
     def emit_oom(self, container_name: str, process_name: str, pid: int, *,
                  victim_container: Optional[str] = None, constraint: Optional[str] = None) -> tuple[SimulatedEvent, SimulatedEvent]:
-        """One kernel OOM: ``oom`` on the killed task's cgroup, then ``oomKill`` on the cgroup whose
-        limit was hit, back to back with the same timestamp (cAdvisor's ``oom.go``)."""
+        """One kernel OOM: ``oom`` on the killed task's cgroup (``container_name``), then ``oomKill``
+        on the cgroup whose limit was hit (``victim_container``, default the same; a pod's
+        container may hit its pod-level limit), back to back with the same timestamp (cAdvisor's
+        ``oom.go``)."""
         oom = self.emit(container_name, "oom")
         kill = self.emit(victim_container or container_name, "oomKill", timestamp_ns=oom.timestamp_ns,
                          process_name=process_name, pid=pid, constraint=constraint)
         return oom, kill
 
+    def start_pod(self, rng: Optional[random.Random] = None, **pod: str) -> list[SimContainer]:
+        """A new Kubernetes pod (:func:`~.cluster.make_pod` arguments: ``driver``, ``runtime``,
+        ``namespace``, ``app``): its pod-level cgroup, sandbox and containers are created, one
+        ``containerCreation`` each. Returns them, the pod-level cgroup first."""
+        containers = make_pod(rng or self.rng, **pod)  # type: ignore[arg-type]
+        for container in containers:
+            self.cluster.known[container.name] = container
+            self.emit(container.name, "containerCreation")
+        return containers
+
     def emit_random(self, n: int, rng: Optional[random.Random] = None) -> list[SimulatedEvent]:
-        """``n`` events of mixed types (40/40/10/10 %) over the container pool, timestamped now;
-        OOMs come as ``oom``/``oomKill`` pairs (a last lone one becomes a creation)."""
+        """``n`` events of mixed types (40/40/10/10 %) over the container pool, timestamped now.
+
+        A creation or deletion drawn is whichever the container's life allows (a living
+        container is deleted, a dead one created), so specs come and go as on a node. OOMs
+        come as ``oom``/``oomKill`` pairs: the kill names the container itself, or one time in
+        five its pod-level cgroup (a last lone OOM becomes a creation or deletion)."""
         rng = rng or self.rng
         types, weights = RANDOM_TYPES, RANDOM_WEIGHTS
         events: list[SimulatedEvent] = []
@@ -166,11 +193,11 @@ class Simulator:
             container = rng.choice(self.container_pool)
             if event_type in OOM_TYPES and len(events) + 2 <= n:
                 details = random_event_details(rng, "oomKill", self.deletion_exit_codes)
-                victim = container if rng.random() < 0.8 else rng.choice(self.container_pool)
+                victim = container if rng.random() < 0.8 else (self.cluster.pod_cgroup_of(container) or container)
                 events.extend(self.emit_oom(container, details["process_name"], details["pid"],
                                             victim_container=victim, constraint=details["constraint"]))
             else:
-                event_type = "containerCreation" if event_type in OOM_TYPES else event_type
+                event_type = "containerDeletion" if container in self.cluster.alive else "containerCreation"
                 events.append(self.emit(container, event_type, **random_event_details(rng, event_type, self.deletion_exit_codes)))
         return events
 

@@ -12,13 +12,14 @@ injected clock. It must never record or send events itself: the
 from __future__ import annotations
 
 import random
-import uuid
 from typing import TYPE_CHECKING, Any, Dict, Optional
 
 from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+
+from .cluster import make_containers
 
 if TYPE_CHECKING:
     from .core import Simulator
@@ -53,33 +54,11 @@ def random_event_details(rng: random.Random, event_type: str, deletion_exit_code
 
 
 def container_names(count: int, rng: random.Random) -> list[str]:
-    """``count`` realistic cgroup names (docker, systemd, kubepods in both cgroup
-    drivers, pod cgroups with their containers), deterministic for an ``rng``."""
-    names: list[str] = []
-
-    def hex_id() -> str:
-        return "%064x" % rng.getrandbits(256)
-
-    while len(names) < count:
-        kind = rng.random()
-        if kind < 0.25:
-            names.append("/docker/" + hex_id())
-        elif kind < 0.35:
-            names.append("/system.slice/docker-%s.scope" % hex_id())
-        else:
-            qos = rng.choice(("burstable", "burstable", "besteffort", "guaranteed"))
-            uid = str(uuid.UUID(int=rng.getrandbits(128), version=4))
-            if kind < 0.65:  # cgroupfs driver
-                pod = "/kubepods/pod" + uid if qos == "guaranteed" else "/kubepods/%s/pod%s" % (qos, uid)
-                template = pod + "/%s"
-            else:  # systemd driver
-                underscored = uid.replace("-", "_")
-                pod = ("/kubepods.slice/kubepods-pod%s.slice" % underscored if qos == "guaranteed" else
-                       "/kubepods.slice/kubepods-{0}.slice/kubepods-{0}-pod{1}.slice".format(qos, underscored))
-                template = pod + "/cri-containerd-%s.scope"
-            names.append(pod)
-            names.extend(template % hex_id() for _ in range(rng.randint(1, 3)))
-    return names[:count]
+    """``count`` realistic cgroup names (Kubernetes pods under both cgroup drivers and both
+    runtimes with their pod-level cgroups and sandboxes, standalone docker containers,
+    systemd services), deterministic for an ``rng``: the names of
+    :func:`~.cluster.make_containers`."""
+    return [container.name for container in make_containers(count, rng)]
 
 
 class RandomEmitter(Service):

@@ -17,7 +17,7 @@ import attrs
 
 from .golang import GO_ZERO_TIME_NS, clean_go_path, go_duration_error, go_quote, parse_go_bool, parse_go_int, parse_rfc3339
 
-__all__ = ["ApiError", "EVENT_TYPES", "EventQuery", "events_container"]
+__all__ = ["ApiError", "EVENT_TYPES", "EventQuery", "api_request", "events_container", "spec_request"]
 
 EVENT_TYPES = ("oom", "oomKill", "containerCreation", "containerDeletion")
 _TYPE_FLAGS = {"oom_events": "oom", "oom_kill_events": "oomKill",
@@ -48,6 +48,18 @@ def events_container(path: str, args: dict[str, list[str]]) -> str:
         request (unknown version or type, a v2 option it cannot parse); 501 for
         request types cAdvisor has but the simulator does not serve.
     """
+    request_type, container = api_request(path, args)
+    if request_type != "events":
+        raise ApiError(501, "the cAdvisor simulator serves only events and spec, not " + go_quote(request_type))
+    return container
+
+
+def api_request(path: str, args: dict[str, list[str]]) -> tuple[str, str]:
+    """(request type, container name) of an ``/api/...`` path, checked in cAdvisor's order.
+
+    :raises ApiError: as :func:`events_container`, but any request type the
+        path's API version has is returned.
+    """
     if path in ("/api", "/api/"):
         raise ApiError(400, "Supported API versions: " + ",".join(sorted(_API_VERSIONS)))
     match = _API_PATH.search(path)
@@ -62,9 +74,7 @@ def events_container(path: str, args: dict[str, list[str]]) -> str:
         _check_v2_request_options(args)
     if request_type not in _API_VERSIONS[version]:
         raise ApiError(500, "unknown request type " + go_quote(request_type))
-    if request_type != "events":
-        raise ApiError(501, "the cAdvisor simulator serves only events, not " + go_quote(request_type))
-    return clean_go_path("/" + rest)
+    return request_type, clean_go_path("/" + rest)
 
 
 def _check_v2_request_options(args: dict[str, list[str]]) -> None:
@@ -125,3 +135,14 @@ class EventQuery:
         if self.subcontainers:
             return self.container_name == "/" or (event.container_name + "/").startswith(self.container_name + "/")
         return event.container_name == self.container_name
+
+
+def spec_request(args: dict[str, list[str]]) -> bool:
+    """Whether a v2 spec request asks for every container below the named one: cAdvisor's
+    ``GetRequestOptions`` sets ``Recursive`` only for exactly ``recursive=true``.
+
+    :raises ApiError: 501 for ``type=docker``/``podman`` (ids the simulator does not keep).
+    """
+    if args.get("type", [""])[0] not in ("", "name"):
+        raise ApiError(501, "the cAdvisor simulator answers specs by name only, not " + go_quote(args["type"][0]))
+    return args.get("recursive", [""])[0] == "true"
