@@ -59,11 +59,12 @@ def write_targets(path: str, targets: list[str]) -> None:
         json.dump([{"targets": targets, "labels": {"bench": "fanin"}}] if targets else [], f)
 
 
-def simulated_fleet(workdir: str, hosts: int, backlog: int, name: str = "fleet.json"):
+def simulated_fleet(workdir: str, hosts: int, backlog: int, name: str = "fleet.json", *simulator_args: str):
     """One simulator process (``--control``) on 0.0.0.0 and a targets file naming it as ``hosts``
     hosts on distinct loopback addresses: ``(simulator process, its URL, the file's path)``."""
     sim_port = c.free_port("0.0.0.0")
-    simulator = c.start_simulator(workdir, [f"tcp:port={sim_port}:interface=0.0.0.0:backlog={backlog}"])
+    simulator = c.start_simulator(workdir, [f"tcp:port={sim_port}:interface=0.0.0.0:backlog={backlog}"],
+                                  *simulator_args)
     sim = f"http://127.0.0.1:{sim_port}"
     try:
         c.wait_for("the simulator", lambda: c.http(sim + "/healthz", timeout=2)[0] == 200, 30, [simulator])
@@ -102,7 +103,8 @@ def baseline(args, workdir: str) -> tuple[int, float]:
 
 def one_run(args, workdir: str, run: int, rss_base: int) -> dict:
     exporter_port = c.free_port()
-    simulator, sim, path = simulated_fleet(workdir, args.hosts, 4096, f"fleet-{run}.json")
+    simulator, sim, path = simulated_fleet(workdir, args.hosts, 4096, f"fleet-{run}.json",
+                                           *(["--containers", str(args.containers)] if args.containers else []))
     processes = [simulator]
     try:
         started = time.monotonic()
@@ -155,6 +157,9 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=120, help="seconds one phase may take")
     parser.add_argument("--profile", action="store_true", help="py-spy the exporter while it connects")
     parser.add_argument("--profile-top", type=int, default=30)
+    parser.add_argument("--containers", type=int, default=0,
+                        help="containers the simulated cAdvisor tracks (its --containers; 0: its default), "
+                             "which every host's spec listing returns")
     parser.add_argument("--exporter-arg", action="append", default=[],
                         help="an extra exporter option (repeatable), e.g. --exporter-arg=--no-history-seed")
     parser.add_argument("--keep", action="store_true", help="keep the processes' logs")

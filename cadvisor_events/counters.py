@@ -1,7 +1,10 @@
 """The event counters of every followed host: series, retention and fast rendering.
 
 A series is one ``cadvisor_container_events_total`` sample: (host, container,
-event type, oom process) plus the host's file_sd labels. Counts only grow
+event type, oom process) plus the host's file_sd labels and, when a host's
+counters have a :attr:`HostCounters.label_source`, the labels saying who the
+container is (rendered once, when the series is born, and never changed: a
+series keeps one label set for its whole life). Counts only grow
 while the process lives. A container's series outlive the container (the OOM
 that killed it must stay visible) until ``series_ttl`` seconds after its
 deletion event; ``max_series`` bounds memory by evicting the least recently
@@ -12,7 +15,7 @@ on the hot path: :meth:`HostCounters.count` is called once per event.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from twisted.logger import Logger
 
@@ -23,8 +26,15 @@ log = Logger()
 
 DELETION = "containerDeletion"
 CREATION = "containerCreation"
-#: The labels every event series has; a target's file_sd labels may not use these names.
-RESERVED_LABELS = frozenset({"host", "id", "event_type", "oom_process"})
+#: The labels this exporter sets (event series, the OOM kill families); a target's file_sd
+#: labels may not use these names.
+RESERVED_LABELS = frozenset({"host", "id", "event_type", "oom_process",
+                             "namespace", "pod", "container", "image", "name"})
+
+#: A series key: the Go seed's counting key, or, for an ``oomKill`` whose killed task lived in
+#: another cgroup than the one whose limit was hit, that key plus the victim's rendered labels
+#: (see :mod:`cadvisor_events.enrich`).
+SeriesKey = Tuple[str, ...]
 
 
 class Series:
@@ -36,7 +46,7 @@ class Series:
 
     __slots__ = ("count", "rendered", "cut", "index", "host", "key")
 
-    def __init__(self, host: "HostCounters", key: CountingKey, cut: int, index: int) -> None:
+    def __init__(self, host: "HostCounters", key: SeriesKey, cut: int, index: int) -> None:
         self.count = 0
         self.rendered = 0
         self.cut = cut
@@ -53,13 +63,13 @@ def value_bytes(count: int) -> bytes:
 class HostCounters:
     """The series of one host; the sink a follower counts accepted events into."""
 
-    __slots__ = ("name", "labels", "series", "deleted", "lines", "dirty", "free", "_store", "_label_prefix",
-                 "_clock")
+    __slots__ = ("name", "labels", "series", "deleted", "lines", "dirty", "free", "label_source", "_store",
+                 "_label_prefix", "_clock")
 
     def __init__(self, store: "EventCounters", name: str, labels: Sequence[Tuple[str, str]]) -> None:
         self.name = name
         self.labels = tuple(labels)
-        self.series: Dict[CountingKey, Series] = {}
+        self.series: Dict[SeriesKey, Series] = {}
         #: container name -> clock seconds of its deletion event (for the TTL).
         self.deleted: Dict[str, float] = {}
         #: Every series' exposition line (b"" in the slots of forgotten series, listed in ``free``).
@@ -67,6 +77,9 @@ class HostCounters:
         #: Series counted since their line was last rendered (each listed once).
         self.dirty: List[Series] = []
         self.free: List[int] = []
+        #: Who a series' container is, as rendered labels (``name="value",`` pairs), asked once
+        #: when a series is born: ``label_source(key)``. None: no such labels (the Go seed's).
+        self.label_source: Optional[Callable[[SeriesKey], str]] = None
         self._store = store
         self._clock = store.clock
         pairs = [("host", name), *self.labels]
@@ -74,7 +87,10 @@ class HostCounters:
 
     def count(self, event: Event) -> None:
         """Count one accepted event (called once per event: keep it lean)."""
-        key = counting_key(event)
+        self.count_key(counting_key(event))
+
+    def count_key(self, key: SeriesKey) -> None:
+        """Count one accepted event under ``key`` (its counting key, or a longer series key)."""
         series = self.series.get(key)
         if series is None:
             series = self._store._add(self, key)
@@ -90,8 +106,13 @@ class HostCounters:
             # ``docker restart`` deletes and re-creates the same cgroup name.
             self.deleted.pop(key[0], None)
 
-    def render_prefix(self, key: CountingKey) -> bytes:
-        return series_prefix(key, self._label_prefix).encode()
+    def render_prefix(self, key: SeriesKey) -> bytes:
+        """A new series' line up to its value; its labels are fixed from here on."""
+        source = self.label_source
+        counting = (key[0], key[1], key[2])
+        if source is None:
+            return series_prefix(counting, self._label_prefix).encode()
+        return series_prefix(counting, self._label_prefix + source(key)).encode()
 
     def render_lines(self) -> List[bytes]:
         """This host's exposition lines, the changed ones rendered again first. A scrape of
@@ -123,8 +144,13 @@ class HostCounters:
         series.index = -1
 
     def values(self) -> Dict[CountingKey, int]:
-        """A snapshot ``{key: count}`` (tests, /targets)."""
-        return {key: s.count for key, s in self.series.items()}
+        """A snapshot ``{counting key: count}`` (tests, /targets); series split by OOM
+        victim are summed under their counting key, as cAdvisor's history counts them."""
+        values: Dict[CountingKey, int] = {}
+        for key, series in self.series.items():
+            counting = (key[0], key[1], key[2])
+            values[counting] = values.get(counting, 0) + series.count
+        return values
 
 
 class EventCounters:
@@ -141,6 +167,9 @@ class EventCounters:
         self.series_ttl = series_ttl
         self.max_series = max_series
         self.hosts: Dict[str, HostCounters] = {}
+        #: Families rendered into /metrics right after this one (``render_into(parts, openmetrics)``),
+        #: such as the OOM kill counters: one fast path for every big family.
+        self.families_after: List = []
         self.evicted: Dict[str, int] = {"ttl": 0, "max_series": 0, "target_removed": 0}
         #: Every series in least-recently-updated-first order (values unused).
         self._lru: "OrderedDict[Series, None]" = OrderedDict()
@@ -176,7 +205,7 @@ class EventCounters:
     def series_count(self) -> int:
         return len(self._lru)
 
-    def _add(self, host: HostCounters, key: CountingKey) -> Series:
+    def _add(self, host: HostCounters, key: SeriesKey) -> Series:
         if len(self._lru) >= self.max_series:
             oldest, _ = self._lru.popitem(last=False)
             oldest.host._forget(oldest)
@@ -217,10 +246,13 @@ class EventCounters:
         self.evicted["ttl"] += forgotten
         return forgotten
 
-    def render_into(self, parts: List[bytes]) -> None:
-        """Append every series line to ``parts`` (to be joined once, with whatever surrounds them)."""
+    def render_into(self, parts: List[bytes], openmetrics: bool = False) -> None:
+        """Append every series line to ``parts`` (to be joined once, with whatever surrounds them),
+        then the :attr:`families_after`, headers included (in OpenMetrics' form if asked)."""
         for counters in self.hosts.values():
             parts += counters.render_lines()
+        for family in self.families_after:
+            family.render_into(parts, openmetrics)
 
     def render(self) -> bytes:
         """Every series line, grouped by host, each ending in a newline (b"" when there are none)."""
@@ -231,8 +263,8 @@ class EventCounters:
     def snapshot(self, host: Optional[str] = None) -> Dict[Tuple[str, str, str, str], int]:
         """``{(host, container, type, oom_process): count}`` (tests and tools)."""
         return {
-            (name, *key): s.count
+            (name, *key): count
             for name, counters in self.hosts.items()
             if host is None or name == host
-            for key, s in counters.series.items()
+            for key, count in counters.values().items()
         }

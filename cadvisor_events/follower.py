@@ -7,8 +7,11 @@ opens the stream first, then fetches history (the full history on a first
 connect when seeding, else from a little before the newest counted event),
 buffers the stream meanwhile, merges both through its
 :class:`~cadvisor_events.ledger.Ledger` (which decides what was counted
-already) and only then counts the stream live. Its statistics are plain
-attributes read at scrape time. It
+already) and only then counts the stream live. With a ``specs`` hook (see
+:mod:`cadvisor_events.enrich`) it also lists the host's containers after
+every stream opens (before the backfill, through the connect gate) and asks
+for the spec of every container the stream announces, as soon as it arrives.
+Its statistics are plain attributes read at scrape time. It
 must never let input kill or stall it, never reconnect in a tight loop, never
 log credentials, and never read time except through the injected clock.
 """
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import datetime
 from functools import partial
-from typing import Callable, Optional
+from typing import Callable, Optional, Protocol
 
 from twisted.application.internet import backoffPolicy
 from twisted.application.service import Service
@@ -46,6 +49,20 @@ STOP_TIMEOUT = 10.0
 PARTNER_WAIT = 1.0
 
 STATES = ("idle", "connecting", "backfilling", "up", "down", "stopped")
+CREATION = "containerCreation"
+
+
+class SpecHooks(Protocol):
+    """What a follower asks of the host's container specs (an enricher's side)."""
+
+    def listing(self) -> defer.Deferred:
+        """List every container; fires (never fails) when done."""
+
+    def created(self, cgroup: str) -> None:
+        """A creation arrived on the stream: fetch that container's spec now."""
+
+    def caught_up(self) -> None:
+        """What happened before the listing is counted (the backfill merged, or none)."""
 
 
 def _ignore(*args) -> None:
@@ -79,7 +96,7 @@ class Follower(Service):
         "max_history_bytes", "settle_seconds", "first_delay", "max_clock_skew", "backfill_overlap",
         "state", "up", "state_since", "tried", "received", "invalid_lines", "connects",
         "failures", "backfilled", "duplicates_dropped", "gaps", "last_error", "retries",
-        "_client", "_counters", "_count", "_clock", "_backoff", "_gate", "_gate_held", "_gate_wait",
+        "_client", "_counters", "_count", "_specs", "_clock", "_backoff", "_gate", "_gate_held", "_gate_wait",
         "_attempt", "_timer", "_pending", "_protocol", "_buffer", "_ledger",
         "_recent", "_settle_call", "_synced", "_backfill_from", "_logged_reason",
         "_invalid_logged", "_held", "_held_at", "_held_call", "_after_held_handler",
@@ -106,6 +123,7 @@ class Follower(Service):
         connect_gate: Optional[ConnectGate] = None,
         max_clock_skew: Optional[float] = None,
         backfill_overlap: float = 1.0,
+        specs: Optional[SpecHooks] = None,
     ) -> None:
         self.parent = None
         self.name = None
@@ -121,6 +139,7 @@ class Follower(Service):
         self._client = client
         self._counters = counters
         self._count = counters.count
+        self._specs = specs
         self._clock = clock
         self._backoff = backoff
         self._gate = connect_gate
@@ -290,8 +309,10 @@ class Follower(Service):
             self._set_state("backfilling")
             response.deliverBody(protocol)
             if attempt == self._attempt:
-                # After every waiting stream: this one buffers meanwhile, loses nothing.
-                self._through_gate(attempt, False, self._fetch_history, start_time)
+                # After every waiting stream: this one buffers meanwhile, loses nothing. The
+                # listing first, so the backfill's series are born knowing their containers.
+                then = self._fetch_history if self._specs is None else self._list_specs
+                self._through_gate(attempt, False, then, start_time)
         else:
             # Not seeding: count from now on; a later backfill starts here.
             self._synced = True
@@ -299,8 +320,31 @@ class Follower(Service):
             self._set_path(self._on_live_event)
             self._go_live(None)
             response.deliverBody(protocol)
+            if self._specs is not None and attempt == self._attempt:
+                self._through_gate(attempt, False, self._list_specs, None, False)
 
     # -- backfill ------------------------------------------------------------------
+
+    def _list_specs(self, attempt: int, start_time: Optional[str], backfill: bool = True) -> None:
+        """List the host's containers holding a gate slot, then backfill (keeping it) if asked."""
+        assert self._specs is not None
+        # Our own Deferred: a teardown cancels it, not the listing others may wait for.
+        listed: defer.Deferred = defer.Deferred()
+        self._pending = listed
+        self._specs.listing().addBoth(lambda _: None if listed.called else listed.callback(None))
+        listed.addCallbacks(self._specs_listed, _ignore, callbackArgs=(attempt, start_time, backfill))
+        listed.addErrback(self._bug, attempt)
+
+    def _specs_listed(self, _, attempt: int, start_time: Optional[str], backfill: bool) -> None:
+        if attempt != self._attempt:
+            return
+        self._pending = None
+        if backfill:
+            self._fetch_history(attempt, start_time)
+        else:
+            self._release_gate()
+            assert self._specs is not None
+            self._specs.caught_up()
 
     def _fetch_history(self, attempt: int, start_time: Optional[str]) -> None:
         try:
@@ -344,6 +388,8 @@ class Follower(Service):
         self.backfilled += result.backfilled
         self.duplicates_dropped += result.dropped
         self._synced = True
+        if self._specs is not None:
+            self._specs.caught_up()
         if self.settle_seconds > 0 and result.recent:
             self._recent = result.recent
             self._settle_call = self._clock.callLater(self.settle_seconds, self._settled, attempt)
@@ -395,6 +441,8 @@ class Follower(Service):
         if buffer is None:  # not backfilling (a stale path): nothing to hold for
             return
         buffer.append(event)
+        if event.event_type == CREATION and self._specs is not None:
+            self._specs.created(event.container_name)
         if len(buffer) > self.max_buffered:
             self._overflow()
 
@@ -427,6 +475,8 @@ class Follower(Service):
             return
         self.received += 1
         ledger = self._ledger
+        if event.event_type == CREATION and self._specs is not None:
+            self._specs.created(event.container_name)
         if event.event_type == "oom" and ledger.needs_partner(event, ns):
             self._hold(event, ns)
         elif ledger.offer(event, ns):

@@ -193,3 +193,62 @@ class RenderCacheTests(unittest.TestCase):
         self.counters.render()
         self.counters.remove_host("a:1")
         self.assertEqual(self.counters.render(), b"")
+
+
+class LabelSourceTests(unittest.TestCase):
+    """Labels saying who a container is: asked once, when a series is born, never again."""
+
+    def setUp(self):
+        self.clock = Clock()
+        self.counters = EventCounters(self.clock, series_ttl=100)
+        self.host = self.counters.host("h:1", labels=(("cluster", "eu"),))
+        self.asked = []
+        self.who = {"/docker/1": 'container="api",'}
+
+        def source(key):
+            self.asked.append(key)
+            return key[3] if len(key) > 3 else self.who.get(key[0], 'container="",')
+
+        self.host.label_source = source
+
+    def test_labels_are_rendered_at_birth_and_kept(self):
+        self.host.count(event("/docker/1", "oom"))
+        self.who["/docker/1"] = 'container="renamed",'
+        self.host.count(event("/docker/1", "oom"))
+        self.assertEqual(self.asked, [("/docker/1", "oom", "")])
+        self.assertEqual(parse(self.counters), {
+            (("cluster", "eu"), ("container", "api"), ("event_type", "oom"), ("host", "h:1"),
+             ("id", "/docker/1"), ("oom_process", "")): 2})
+
+    def test_a_longer_key_is_its_own_series_summed_under_its_counting_key(self):
+        self.host.count(event("/pod", "oomKill", "java"))
+        self.host.count_key(("/pod", "oomKill", "java", 'container="api",'))
+        self.host.count_key(("/pod", "oomKill", "java", 'container="envoy",'))
+        self.assertEqual({labels: value for labels, value in parse(self.counters).items()
+                          if ("container", "envoy") in labels}.popitem()[1], 1)
+        self.assertEqual(len(parse(self.counters)), 3)
+        self.assertEqual(self.host.values(), {("/pod", "oomKill", "java"): 3})
+        self.assertEqual(self.counters.snapshot(), {("h:1", "/pod", "oomKill", "java"): 3})
+        self.host.count(event("/pod", "containerDeletion"))
+        self.clock.advance(100)
+        self.assertEqual(self.counters.expire(), 4)
+
+    def test_families_after_render_with_their_headers(self):
+        rendered = []
+
+        class Family:
+            def render_into(self, parts, openmetrics=False):
+                rendered.append(openmetrics)
+                parts.append(b"# TYPE x counter\nx_total 1\n")
+
+        self.counters.families_after.append(Family())
+        self.host.count(event("/docker/1", "oom"))
+        parts = []
+        self.counters.render_into(parts, True)
+        self.assertEqual((rendered, parts[-1]), ([True], b"# TYPE x counter\nx_total 1\n"))
+        self.assertTrue(self.counters.render().endswith(b"x_total 1\n"))
+
+    def test_the_labels_this_exporter_sets_are_reserved(self):
+        for name in ("namespace", "pod", "container", "image", "name"):
+            with self.assertRaises(ValueError):
+                self.counters.host("h:2", labels=((name, "x"),))

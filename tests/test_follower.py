@@ -747,3 +747,90 @@ class EndToEndTests(unittest.TestCase):
         yield f.stopService()
         self.assertEqual(f.state, "stopped")
         yield until(lambda: self.sim.open_streams == 0, "the stream to close", detail=self.progress)
+
+
+class SpecHooksDouble:
+    """The follower's view of a host's specs: records what it was asked, listings answered by hand."""
+
+    def __init__(self):
+        self.listings = []
+        self.announced = []
+        self.caught = 0
+
+    def listing(self):
+        d = defer.Deferred()
+        self.listings.append(d)
+        return d
+
+    def created(self, cgroup):
+        self.announced.append(cgroup)
+
+    def caught_up(self):
+        self.caught += 1
+
+
+class SpecHookTests(FollowerTestCase):
+    """With ``specs``: a listing after every stream opens, before the backfill; creations announced."""
+
+    def make_with_specs(self, **kwargs):
+        self.specs = SpecHooksDouble()
+        return self.make(specs=self.specs, **kwargs)
+
+    def test_listing_after_the_stream_and_before_the_backfill(self):
+        f = self.make_with_specs()
+        self.clock.advance(0)
+        self.assertEqual(self.specs.listings, [])  # not before the stream opens
+        live = self.client.accept()
+        self.assertEqual((len(self.specs.listings), self.client.histories), (1, []))
+        live.send(event("/docker/new", "containerCreation", ts(9)))  # buffered: asked for at once
+        self.assertEqual(self.specs.announced, ["/docker/new"])
+        self.specs.listings[-1].callback(None)
+        self.assertEqual((len(self.client.histories), self.specs.caught), (1, 0))
+        self.client.answer_history(A)
+        self.assertEqual((f.state, self.counters.total, self.specs.caught), ("up", 2, 1))
+        live.send(event("/docker/live", "containerCreation", ts(10)), F)
+        self.assertEqual(self.specs.announced, ["/docker/new", "/docker/live"])
+        # A reconnect lists again.
+        live.cut()
+        self.clock.advance(self.reconnect_delay())
+        self.client.accept()
+        self.assertEqual((len(self.specs.listings), len(self.client.histories)), (2, 1))
+
+    def test_the_listing_holds_the_gate_slot_into_the_backfill(self):
+        gate = ConnectGate(1)
+        self.make_with_specs(connect_gate=gate)
+        self.clock.advance(0)
+        self.client.accept()
+        self.assertEqual(gate.held, 1)
+        self.specs.listings[-1].callback(None)
+        self.assertEqual((gate.held, len(self.client.histories)), (1, 1))
+        self.client.answer_history()
+        self.assertEqual(gate.held, 0)
+
+    def test_a_break_during_the_listing_leaves_the_listing_alone(self):
+        gate = ConnectGate(1)
+        f = self.make_with_specs(connect_gate=gate)
+        self.clock.advance(0)
+        live = self.client.accept()
+        listing = self.specs.listings[-1]
+        live.cut()
+        self.assertEqual((f.state, gate.held), ("down", 0))
+        self.assertFalse(listing.called)  # others may wait for it: not cancelled
+        listing.callback(None)  # late: the old attempt does nothing with it
+        self.assertEqual(self.client.histories, [])
+        self.clock.advance(self.reconnect_delay())
+        self.client.accept()
+        self.specs.listings[-1].callback(None)
+        self.client.answer_history(A)
+        self.assertEqual((f.state, self.counters.total, gate.held), ("up", 1, 0))
+
+    def test_without_history_seed_the_listing_runs_beside_live_counting(self):
+        gate = ConnectGate(1)
+        f = self.make_with_specs(seed_history=False, connect_gate=gate)
+        self.clock.advance(0)
+        live = self.client.accept()
+        self.assertEqual((f.state, len(self.specs.listings), gate.held), ("up", 1, 1))
+        live.send(A)
+        self.assertEqual((self.counters.total, self.specs.caught), (1, 0))
+        self.specs.listings[-1].callback(None)
+        self.assertEqual((gate.held, self.client.histories, self.specs.caught), (0, [], 1))
