@@ -5,8 +5,8 @@
 # would. Prints one line per command, "fresh-debian: <run|test> passed|failed",
 # and exits non-zero when either failed.
 #
-# The base image is made once per machine with debootstrap and kept in the
-# local container storage (localhost/cadvisor-events-ci:bookworm); each check
+# The base image is made once per machine with debootstrap (.ci/debian-base.sh)
+# and kept in the local container storage (localhost/cadvisor-events-ci:bookworm); each check
 # runs in a new working container from it with buildah (chroot isolation, the
 # host's network, so loopback and the package registries work as on the host).
 set -uo pipefail
@@ -18,15 +18,8 @@ test_command=$(python3 .ci/readme_commands.py test) || exit 2
 
 if ! podman image exists "$image"; then
     echo "fresh-debian: building the Debian 12 base image (once per machine)"
-    rootfs=$(mktemp -d)
-    if ! debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
-            bookworm "$rootfs" http://deb.debian.org/debian >"$rootfs.log" 2>&1; then
-        tail -n 20 "$rootfs.log"
-        echo "fresh-debian: debootstrap failed"
-        exit 1
-    fi
-    tar -C "$rootfs" -c . | podman import - "$image" >/dev/null || exit 1
-    rm -rf "$rootfs" "$rootfs.log"
+    bash .ci/debian-base.sh "$image" python3,python3-venv,python3-pip,ca-certificates \
+        || { echo "fresh-debian: could not make the base image"; exit 1; }
 fi
 
 # A new container with the checkout's files (tracked and new, not ignored: no .venv or .tox).
