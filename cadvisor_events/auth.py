@@ -100,6 +100,10 @@ def verify_password(password: str, stored: str) -> bool:
     """Whether ``password`` matches ``stored`` (a hash :func:`check_hash` accepts). Slow on purpose."""
     secret = password.encode("utf-8")
     if stored.startswith(BCRYPT_PREFIXES):
+        if len(secret) > 72:
+            # bcrypt reads at most 72 bytes and bcrypt >= 5 raises beyond: a refusal
+            # (401), as with --web-config-file, rather than a 500 and a traceback.
+            return False
         return bcrypt.checkpw(secret, stored.encode("ascii"))
     iterations, salt, digest = stored[len(PBKDF2_PREFIX):].split("$")
     computed = hashlib.pbkdf2_hmac("sha256", secret, _b64decode(salt), int(iterations))

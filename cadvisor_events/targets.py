@@ -37,6 +37,9 @@ LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 MAX_FILE_BYTES = 64 * 1024 * 1024
 YAML_SUFFIXES = (".yml", ".yaml")
 GROUP_KEYS = frozenset({"targets", "labels"})
+#: The file_sd label Prometheus scrapes a group's targets with (``http`` or ``https``).
+SCHEME_LABEL = "__scheme__"
+SCHEMES = ("http", "https")
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -76,7 +79,10 @@ def parse_file_sd(data: bytes, source: str) -> list[TargetSpec]:
     importable. Label names must match ``[a-zA-Z_][a-zA-Z0-9_]*``; names
     starting with ``__`` are dropped (as Prometheus drops them after
     relabelling), and so are labels with an empty value (Prometheus treats
-    an empty label as an absent one). Labels named like ours (``host``,
+    an empty label as an absent one). Of those, only ``__scheme__`` means
+    something here, as in Prometheus: ``https`` (or ``http``) is the scheme
+    of the group's ``host:port`` targets; ``__metrics_path__`` and the
+    other Prometheus meta labels are ignored (the events path is fixed). Labels named like ours (``host``,
     ``id``, ``event_type``, ``oom_process``) are an error, not silently
     renamed, so a dashboard never shows a surprise.
 
@@ -153,6 +159,7 @@ def _parse_group(group: Any, where: str) -> list[TargetSpec]:
     if not isinstance(targets, list):
         raise TargetsFileError(f"{where}: \"targets\" must be a list, got {_kind(targets)}")
     labels = _parse_labels(group.get("labels"), where)
+    scheme = _group_scheme(group.get("labels"), where)
     specs = []
     for position, text in enumerate(targets):
         if not isinstance(text, str):
@@ -160,6 +167,8 @@ def _parse_group(group: Any, where: str) -> list[TargetSpec]:
                 f"{where}: target {position} must be a string like \"host:8080\", "
                 f"got {_kind(text)}"
             )
+        if scheme is not None:
+            text = _with_scheme(text, scheme, f"{where}: target {position}")
         try:
             target = parse_target(text)
         except TargetError as e:
@@ -197,6 +206,44 @@ def _parse_labels(labels: Any, where: str) -> Labels:
     return tuple(sorted(pairs))
 
 
+def _group_scheme(labels: Any, where: str) -> Optional[str]:
+    """The group's ``__scheme__`` label (``http`` or ``https``), ``None`` when absent or empty.
+
+    Prometheus reads ``__scheme__`` as the scheme its targets are scraped
+    with; here it is the scheme the group's cAdvisors are followed with.
+    Called after :func:`_parse_labels` has checked that ``labels`` is a
+    mapping of strings.
+    """
+    if not labels:
+        return None
+    scheme = labels.get(SCHEME_LABEL)
+    if not scheme:
+        return None
+    if scheme not in SCHEMES:
+        raise TargetsFileError(
+            f"{where}: label {SCHEME_LABEL!r} must be \"http\" or \"https\", not {scheme!r}"
+        )
+    return scheme
+
+
+def _with_scheme(text: str, scheme: str, where: str) -> str:
+    """``text`` as a URL of ``scheme``; a target written as a URL keeps its own scheme.
+
+    Prometheus' targets are ``host:port`` only, so it has no rule for a URL
+    under ``__scheme__``; the target's own URL is the more specific of the
+    two and wins, with a warning when they disagree.
+    """
+    own, separator, _ = text.strip().partition("://")
+    if not separator:
+        return f"{scheme}://{text.strip()}"
+    if own.lower() in SCHEMES and own.lower() != scheme:
+        log.warn(
+            "{where} is a {own}:// URL under {label}: {scheme}; following it with {own}",
+            where=where, own=own.lower(), label=SCHEME_LABEL, scheme=scheme,
+        )
+    return text
+
+
 _KINDS = {type(None): "null", bool: "a boolean", int: "a number", float: "a number",
           str: "a string", list: "a list", dict: "an object"}
 
@@ -223,7 +270,7 @@ Stamp = Optional[tuple]  # (mtime_ns, size, inode), None (missing) or ("error", 
 
 
 class TargetsWatcher:
-    """Keeps the desired target set (static + file) and reports it when it changes.
+    """Keeps the desired target set (static + file + DNS) and reports it when it changes.
 
     Polls the file's ``(mtime_ns, size, inode)`` every ``interval`` seconds
     with one ``LoopingCall`` on the injected clock, because polling a stat is
@@ -251,6 +298,8 @@ class TargetsWatcher:
         self.clock = clock
         self.interval = interval
         self.file_specs: list[TargetSpec] = []
+        #: Targets of other discovery sources (DNS), by source name: see set_source.
+        self.sources: dict[str, list[TargetSpec]] = {}
         self.last_reload_successful = True
         self.last_reload_success_time: Optional[float] = None
         self.last_error: Optional[str] = None
@@ -261,8 +310,8 @@ class TargetsWatcher:
 
     @property
     def specs(self) -> list[TargetSpec]:
-        """The desired set now: static targets first, then the file's."""
-        return merge_specs(self.static, self.file_specs)
+        """The desired set now: static targets first, then the file's, then other sources'."""
+        return merge_specs(self.static, self.file_specs, *self.sources.values())
 
     def start(self) -> bool:
         """Load the file (if any), report the first set, start polling; return whether the load worked."""
@@ -284,6 +333,11 @@ class TargetsWatcher:
     def set_static(self, specs: list[TargetSpec]) -> None:
         """Replace the static targets (e.g. the demo's simulator) and report the new set."""
         self.static = list(specs)
+        self._report()
+
+    def set_source(self, source: str, specs: list[TargetSpec]) -> None:
+        """Replace the targets another discovery source (``"dns"``) found and report the new set."""
+        self.sources[source] = list(specs)
         self._report()
 
     def reload(self) -> bool:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import bcrypt
 from treq.testing import StubTreq
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
@@ -255,3 +256,12 @@ class SiteAuthTests(WebFixture):
         self.assertEqual(response.headers.getRawHeaders("content-type"), ["text/plain; charset=utf-8"])
         self.assertIn(b"see the exporter's log", body)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class LongBcryptPasswordTests(unittest.TestCase):
+    """A password longer than bcrypt's 72 bytes is refused, never an exception (a 500)."""
+
+    def test_over_72_bytes_is_refused(self) -> None:
+        stored = bcrypt.hashpw(b"x" * 72, bcrypt.gensalt(4)).decode("ascii")
+        self.assertTrue(verify_password("x" * 72, stored))
+        self.assertFalse(verify_password("x" * 73, stored))

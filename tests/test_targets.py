@@ -8,6 +8,7 @@ import os
 import signal
 
 from twisted.internet import task
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from cadvisor_events import targets
@@ -73,6 +74,51 @@ class ParseFileSdTests(unittest.TestCase):
             parse_file_sd(data, "t.json"),
             [spec("a:1", g="1"), spec("b:2", g="1"), spec("c:3", g="2")],
         )
+
+    def test_scheme_label_is_the_scheme_of_the_groups_targets(self):
+        data = sd(
+            (["a:9443", "b", "[::1]:1"], {"__scheme__": "https", "env": "p"}),
+            (["c:1"], {"__scheme__": "http"}),
+            (["d:1"], {"__scheme__": ""}),  # empty is absent, as in Prometheus
+            (["e:1"], {}),
+        )
+        specs = parse_file_sd(data, "t.json")
+        self.assertEqual(
+            [(s.target.base_url, s.labels) for s in specs],
+            [("https://a:9443", (("env", "p"),)),
+             ("https://b:443", (("env", "p"),)),  # https://b, as --target would read it
+             ("https://[::1]:1", (("env", "p"),)),
+             ("http://c:1", ()), ("http://d:1", ()), ("http://e:1", ())],
+        )
+
+    def test_a_url_target_keeps_its_own_scheme_under_scheme_label(self):
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        data = sd((["http://u:secret@a:1", "https://b:2"], {"__scheme__": "https"}))
+        [a, b] = parse_file_sd(data, "t.json")
+        self.assertEqual((a.target.base_url, a.target.password, b.target.base_url),
+                         ("http://a:1", "secret", "https://b:2"))
+        warnings = [formatEvent(e) for e in events if e.get("log_level") == LogLevel.warn]
+        self.assertEqual(len(warnings), 1, warnings)  # the disagreeing one only
+        self.assertIn("group 0: target 0 is a http:// URL under __scheme__: https", warnings[0])
+        self.assertNotIn("secret", warnings[0])
+
+    def test_a_bad_scheme_label_names_the_value(self):
+        message = self.assertFileError(
+            sd((["a:1"], {}), (["b:1"], {"__scheme__": "ftp"})), "group 1", "__scheme__", "'ftp'",
+            '"http" or "https"',
+        )
+        self.assertNotIn("group 0", message)
+        self.assertFileError(sd((["b:1"], {"__scheme__": "HTTPS"})), "'HTTPS'")
+        self.assertFileError(b'[{"targets": ["a:1"], "labels": {"__scheme__": 1}}]',
+                             "'__scheme__'", "string value")
+
+    def test_other_prometheus_meta_labels_are_ignored(self):
+        data = sd((["a:1"], {"__metrics_path__": "/x", "__param_q": "1", "__address__": "z:2",
+                             "__scrape_interval__": "5s", "job": "cadvisor"}))
+        [s] = parse_file_sd(data, "t.json")
+        self.assertEqual((s.target.base_url, s.labels), ("http://a:1", (("job", "cadvisor"),)))
 
     def assertFileError(self, data: bytes, *phrases: str, source: str = "/etc/t.json"):
         with self.assertRaises(TargetsFileError) as caught:
@@ -360,6 +406,18 @@ class WatcherTests(unittest.TestCase):
         w.start()
         w.set_static([spec("demo:8080")])
         self.assertEqual(self.changes[-1], [spec("demo:8080"), spec("a:1")])
+
+    def test_set_source_merges_after_static_and_file(self):
+        self.write(sd((["a:1"], {"pool": "x"})))
+        w = self.watcher()
+        w.start()
+        w.set_source("dns", [spec("a:1"), spec("10.0.0.1:8080")])  # a:1 as the file says it wins
+        self.assertEqual(self.changes[-1], [spec("a:1", pool="x"), spec("10.0.0.1:8080")])
+        count = len(self.changes)
+        w.set_source("dns", [spec("10.0.0.1:8080"), spec("a:1")])  # the same set: nothing reported
+        self.assertEqual(len(self.changes), count)
+        w.set_source("dns", [])
+        self.assertEqual(self.changes[-1], [spec("a:1", pool="x")])
 
 
 class FakeReactor:
