@@ -53,10 +53,13 @@ class FleetMetrics:
     ``cadvisor_events_build_info`` (this process's unless given).
     """
 
-    def __init__(self, fleet: FleetView, counters, watcher=None, build: Optional[BuildInfo] = None) -> None:
+    def __init__(self, fleet: FleetView, counters, watcher=None, build: Optional[BuildInfo] = None,
+                 web_config=None) -> None:
         self.fleet = fleet
         self.counters = counters
         self.watcher = watcher
+        #: The --web-config-file's watcher (same attributes as ``watcher``, plus ``reload_failures``).
+        self.web_config = web_config
         build = build or build_info()
         labels = ",".join(f'{name}="{escape_label_value(value)}"' for name, value in build.labels())
         self._build_info_line = f"{PREFIX}build_info{{{labels}}} 1"
@@ -117,7 +120,25 @@ class FleetMetrics:
                         "Time of the last successful targets file (re)load.",
                         [f"{PREFIX}config_last_reload_success_timestamp_seconds "
                          f"{floatToGoString(when)}"], openmetrics)
+        if self.web_config is not None:
+            _web_config_families(out, self.web_config, openmetrics)
         return "".join(out)
+
+
+def _web_config_families(out: List[str], web_config, openmetrics: bool) -> None:
+    """The ``--web-config-file`` reload state (read after the scrape's own request re-checked the file)."""
+    ok = 1 if web_config.last_reload_successful else 0
+    _family(out, "web_config_last_reload_successful", "gauge",
+            "1 if the last (re)load of the web config file and the files it names succeeded.",
+            [f"{PREFIX}web_config_last_reload_successful {ok}"], openmetrics)
+    _family(out, "web_config_last_reload_success_timestamp_seconds", "gauge",
+            "Time of the last successful web config file (re)load.",
+            [f"{PREFIX}web_config_last_reload_success_timestamp_seconds "
+             f"{floatToGoString(web_config.last_reload_success_time)}"], openmetrics)
+    _family(out, "web_config_reload_failures", "counter",
+            "Changes of the web config file (or a file it names) that could not be loaded; the last "
+            "good configuration stayed in use.",
+            [f"{PREFIX}web_config_reload_failures_total {web_config.reload_failures}"], openmetrics)
 
 
 def _suffix(kind: str) -> str:

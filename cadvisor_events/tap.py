@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import resource as rlimit
+from functools import partial
 from typing import List, Optional, cast
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
@@ -23,10 +24,13 @@ from .auth import AuthFileError, PasswordFileChecker, load_auth_file
 from .cadvisor import CAdvisorClient, TargetError, parse_target
 from .clienttls import client_tls_policy
 from .counters import EventCounters
+from .dnsclient import parse_dns_server
+from .dnstargets import parse_dns_name
 from .options import byte_size, seconds, server_endpoint, whole_number
 from .gate import ConnectGate
 from .httpclients import stream_http_client
-from .targets import TargetSpec, TargetsWatcher, install_sighup, parse_shard
+from .sharding import choose_shard, current_hostname
+from .targets import TargetSpec, TargetsWatcher, install_sighup
 
 log = Logger()
 
@@ -57,6 +61,9 @@ class Options(usage.Options):
         ["no-proxy", None, "Do not serve /proxy at all (404 like any unknown path)."],
         ["insecure-skip-verify", None,
          "Do not verify the certificates of https targets and /proxy upstreams (logs a warning)."],
+        ["access-log", None, "Log one line per HTTP request (credentials redacted); off by default."],
+        ["no-enrich", None,
+         "Do not ask cAdvisors for container specs: no namespace/pod/container/image/name labels."],
     ]
     optParameters = [
         ["targets-file", None, None,
@@ -67,8 +74,13 @@ class Options(usage.Options):
         ["max-series", None, 1_000_000,
          "Hard cap on event series; beyond it the least recently updated are evicted.",
          whole_number("max-series")],
-        ["shard", None, "0/1",
-         "Follow only targets whose stable hash mod N is I (I/N), for N replicas."],
+        ["shard", None, None,
+         "Follow only targets whose stable hash mod N is I (I/N), for N replicas [default: 0/1]; "
+         "auto: I from this StatefulSet pod's ordinal (host name NAME-I), N from --shards."],
+        ["shards", None, None,
+         "Number of replicas N for --shard auto (the StatefulSet's replicas).", whole_number("shards")],
+        ["dns-refresh", None, 30.0,
+         "Seconds between lookups of the --target-dns names.", seconds("dns-refresh")],
         ["proxy-default", None, "127.0.0.1:9094", "Upstream of a bare /proxy (the Go seed's default)."],
         ["upstream-timeout", None, 30.0,
          "Seconds a /proxy upstream has to answer completely (the Go seed's 30 s).",
@@ -87,6 +99,8 @@ class Options(usage.Options):
         ["proxy-concurrency", None, 4,
          "Concurrent /proxy fetches; beyond, 503 with Retry-After: 1.",
          whole_number("proxy-concurrency")],
+        ["web-max-requests", None, 40,
+         "/metrics answers in flight at most (0 = no limit); beyond, 503 with Retry-After: 1."],
         ["max-history-bytes", None, "256MiB",
          "Largest history body accepted from a cAdvisor (/proxy answers 502 beyond; followers retry)."],
         ["ca-file", None, None,
@@ -95,19 +109,28 @@ class Options(usage.Options):
         ["auth-file", None, None,
          "File of user:hash lines: HTTP basic auth on every path but /-/healthy "
          "(make a line with: python -m cadvisor_events.auth USER)."],
+        ["web-config-file", None, None,
+         "exporter-toolkit's web config YAML (TLS on every --listen endpoint, client certificates, "
+         "basic_auth_users, headers); re-read when it or a file it names changes."],
     ]
+
+    #: This host's name, read by --shard auto (tests set their own).
+    hostname = staticmethod(current_hostname)
 
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
         self["target"] = []
         self["proxy-allow"] = []
+        self["target-dns"] = []
+        self["dns-server"] = []
+        self["container-label"] = []
         self._apply_environment()
 
     def _apply_environment(self) -> None:
         """Defaults from CADVISOR_EVENTS_* variables; the command line still wins."""
         env = os.environ
-        for name in ("listen", "target", "proxy-allow"):
+        for name in ("listen", "target", "proxy-allow", "target-dns", "dns-server", "container-label"):
             value = env.get(ENV_PREFIX + name.upper().replace("-", "_"))
             if value:
                 self._env_repeatable = getattr(self, "_env_repeatable", {})
@@ -140,6 +163,33 @@ class Options(usage.Options):
         """A CIDR, address or exact host name /proxy may fetch from (repeatable) [default: any]."""
         self["proxy-allow"].append(allowed)
 
+    def opt_target_dns(self, name: str) -> None:
+        """Follow every address of this DNS name: NAME[:PORT] (A/AAAA; port 8080 unless given) or
+        _service._proto.NAME (SRV: host names and ports), looked up every --dns-refresh (repeatable)."""
+        try:
+            dns_name = parse_dns_name(name)
+        except ValueError as e:
+            raise usage.UsageError(f"--target-dns {name!r}: {e}")
+        if any(known.name == dns_name.name for known in self["target-dns"]):
+            raise usage.UsageError(f"--target-dns {dns_name.name} is given twice")
+        self["target-dns"].append(dns_name)
+
+    def opt_dns_server(self, server: str) -> None:
+        """DNS server --target-dns asks over TCP: ADDRESS[:PORT] or [IPv6]:PORT, port 53 unless given
+        (repeatable: one per refresh, in turn) [default: the nameservers of /etc/resolv.conf]."""
+        try:
+            self["dns-server"].append(parse_dns_server(server))
+        except ValueError as e:
+            raise usage.UsageError(f"--dns-server {server!r}: {e}")
+
+    def opt_container_label(self, key: str) -> None:
+        """Also copy this container label of the spec as container_label_<KEY sanitised> onto the
+        event series (repeatable)."""
+        if not key.strip():
+            raise usage.UsageError("--container-label needs a label key, e.g. app.kubernetes.io/name")
+        if key not in self["container-label"]:
+            self["container-label"].append(key)
+
     def opt_version(self) -> None:
         """Print the exporter's version (with Twisted's and Python's) and exit."""
         from . import build_info  # twistd's own --version, before the plugin name, prints Twisted's
@@ -159,12 +209,16 @@ class Options(usage.Options):
             self[name] = self._coerce(name, seconds(name))
         for name in ("max-series", "proxy-concurrency"):
             self[name] = self._coerce(name, whole_number(name))
+        self["web-max-requests"] = self._coerce("web-max-requests", whole_number("web-max-requests", minimum=0))
         self["max-history-bytes"] = self._coerce("max-history-bytes", byte_size("max-history-bytes"))
         self._security_options(env)
-        try:
-            self["shard"] = parse_shard(str(self["shard"]))
-        except ValueError as e:
-            raise usage.UsageError(f"--shard: {e}")
+        self._dns_options(env)
+        if not self["container-label"]:
+            for value in env.get("container-label", []):
+                self.opt_container_label(value)
+        self["shards"] = self._coerce("shards", whole_number("shards"))
+        self["shard"] = self._coerce_value(self["shard"], partial(choose_shard, shards=self["shards"],
+                                                                  hostname=self.hostname))
         try:
             self["proxy-default"] = parse_target(str(self["proxy-default"]), default_port=9094)
         except TargetError as e:
@@ -172,6 +226,18 @@ class Options(usage.Options):
         if self["targets-file"] and not os.path.exists(self["targets-file"]):
             log.warn("targets file {path} does not exist (yet); waiting for it",
                      path=self["targets-file"])
+
+    def _dns_options(self, env) -> None:
+        """--target-dns and --dns-server from the environment unless given; --dns-refresh above 0."""
+        if not self["target-dns"]:
+            for value in env.get("target-dns", []):
+                self.opt_target_dns(value)
+        if not self["dns-server"]:
+            for value in env.get("dns-server", []):
+                self.opt_dns_server(value)
+        self["dns-refresh"] = self._coerce("dns-refresh", seconds("dns-refresh"))
+        if self["dns-refresh"] <= 0:
+            raise usage.UsageError("--dns-refresh must be more than 0 seconds")
 
     def _security_options(self, env) -> None:
         """Parse --proxy-allow, the TLS options and the auth file (each a UsageError when bad)."""
@@ -191,6 +257,24 @@ class Options(usage.Options):
                 self["auth-users"] = load_auth_file(self["auth-file"])
             except AuthFileError as e:
                 raise usage.UsageError(f"--auth-file: {e}")
+        self["web-config"] = self._web_config() if self["web-config-file"] else None
+
+    def _web_config(self):
+        """--web-config-file read and checked whole (certificates too); not with --auth-file or ssl:."""
+        from .webconfig import WebConfigError, load_web_serving
+
+        if self["auth-file"]:
+            raise usage.UsageError("--web-config-file and --auth-file both set basic auth: put the users "
+                                   "in the web config's basic_auth_users (bcrypt) and drop --auth-file")
+        try:
+            serving = load_web_serving(self["web-config-file"])
+        except WebConfigError as e:
+            raise usage.UsageError(f"--web-config-file {self['web-config-file']}: {e}")
+        ssl = [d for d in self["listen"] if d.split(":", 1)[0].lower() == "ssl"]
+        if serving.tls is not None and ssl:
+            raise usage.UsageError(f"--listen {ssl[0]}: the web config file's tls_server_config already "
+                                   "serves TLS on every endpoint: listen with tcp: (or PORT) instead")
+        return serving
 
     def _coerce(self, name: str, coerce):
         value = self[name]
@@ -219,7 +303,7 @@ def raise_open_files_limit() -> None:
 
 def static_specs(config: Options) -> List[TargetSpec]:
     targets = list(config["target"])
-    if not targets and not config["targets-file"] and not config["demo"]:
+    if not targets and not config["targets-file"] and not config["demo"] and not config["target-dns"]:
         targets = [parse_target(DEFAULT_TARGET)]
     return [TargetSpec(target=t, labels=()) for t in targets]
 
@@ -243,7 +327,6 @@ def makeService(config: Options, reactor=None) -> service.MultiService:
     counters = EventCounters(
         reactor, series_ttl=config["series-ttl"], max_series=config["max-series"]
     )
-    internet.TimerService(60, counters.expire).setServiceParent(top)
 
     tls_policy = config["tls-policy"]
     if config["insecure-skip-verify"]:
@@ -251,12 +334,16 @@ def makeService(config: Options, reactor=None) -> service.MultiService:
                  "NOT verified; anyone on the path can read the traffic and credentials")
     stream_client = CAdvisorClient(reactor, http=stream_http_client(reactor, tls_policy=tls_policy))
     connect_gate = ConnectGate(CONNECTS_IN_FLIGHT)
+    enrichment = make_enrichment(config, reactor, counters, stream_client)
+    internet.TimerService(60, enrichment.expire).setServiceParent(top)
 
     def make_follower(spec: TargetSpec, first_delay: float) -> service.IService:
+        enricher = enrichment.host(spec)
         return Follower(
             spec.target,
             client=stream_client,
-            counters=counters.host(spec.target.name, spec.labels),
+            counters=enricher,
+            specs=enricher,
             clock=reactor,
             oom_only=bool(config["oom-only"]),
             seed_history=not config["no-history-seed"],
@@ -272,7 +359,7 @@ def makeService(config: Options, reactor=None) -> service.MultiService:
         make_follower,
         shard=config["shard"],
         clock=reactor,
-        on_removed=lambda spec: counters.remove_host(spec.target.name),
+        on_removed=lambda spec: enrichment.remove_host(spec.target.name),
     )
     fleet.setServiceParent(top)
 
@@ -282,6 +369,11 @@ def makeService(config: Options, reactor=None) -> service.MultiService:
     WatcherService(watcher).setServiceParent(top)
     if config["targets-file"]:
         install_sighup(reactor, watcher)
+    readiness = []
+    if config["target-dns"]:
+        dns_targets = add_dns_discovery(config, reactor, watcher, registry)
+        dns_targets.setServiceParent(top)
+        readiness.append(dns_targets)
 
     if config["demo"]:
         from .demo import DemoService
@@ -289,15 +381,57 @@ def makeService(config: Options, reactor=None) -> service.MultiService:
         DemoService(watcher, reactor=reactor).setServiceParent(top)
 
     proxy = None if config["no-proxy"] else make_proxy(config, reactor, registry, tls_policy)
-    fleet_metrics = FleetMetrics(fleet, counters, watcher if config["targets-file"] else None)
+    web_config = None
+    if config["web-config"] is not None:
+        from .webconfig import WebConfigWatcher, describe
+
+        web_config = WebConfigWatcher(config["web-config-file"], config["web-config"], clock=reactor)
+        log.info("web config {path}: {what}", path=config["web-config-file"],
+                 what=describe(config["web-config"].config))
+    fleet_metrics = FleetMetrics(fleet, counters, watcher if config["targets-file"] else None,
+                                 web_config=web_config)
     root = build_root(
         registry=registry, counters=counters, fleet_metrics=fleet_metrics, fleet=fleet, proxy=proxy,
+        max_requests=config["web-max-requests"], clock=reactor, oom_kills=enrichment.kills,
+        readiness=readiness,
     )
     checker = PasswordFileChecker(config["auth-users"]) if config["auth-users"] else None
-    site = build_site(root, checker=checker)
+    site = build_site(root, checker=checker, access_log=bool(config["access-log"]), web_config=web_config)
     for description in config["listen"]:
-        strports.service(description, site, reactor=reactor).setServiceParent(top)
+        if web_config is not None:
+            web_config.listening_service(reactor, description, site).setServiceParent(top)
+        else:
+            strports.service(description, site, reactor=reactor).setServiceParent(top)
     return top
+
+
+def add_dns_discovery(config: Options, reactor, watcher: TargetsWatcher, registry):
+    """``--target-dns``: the names looked up on a timer, their targets a source of ``watcher``."""
+    from .dnsclient import make_resolver
+    from .dnstargets import DnsMetrics, DnsTargets
+
+    dns_targets = DnsTargets(
+        config["target-dns"],
+        make_resolver(config["dns-server"], reactor),
+        partial(watcher.set_source, "dns"),
+        clock=reactor,
+        refresh=config["dns-refresh"],
+    )
+    registry.register(DnsMetrics(dns_targets))
+    return dns_targets
+
+
+def make_enrichment(config: Options, reactor, counters: EventCounters, client: CAdvisorClient):
+    """Who counted events belong to: the OOM kill families and, unless ``--no-enrich``, the
+    spec store (its listings go through the followers' connect gate, not one of its own)."""
+    from .enrich import Enrichment
+    from .oomkills import OomKills
+    from .specs import SpecStore
+
+    kills = OomKills(reactor, series_ttl=config["series-ttl"])
+    specs = None if config["no-enrich"] else SpecStore(
+        client, reactor, container_labels=config["container-label"], retention=config["series-ttl"])
+    return Enrichment(counters, kills, specs, reactor)
 
 
 def make_proxy(config: Options, reactor, registry, tls_policy):

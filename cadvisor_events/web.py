@@ -1,4 +1,4 @@
-"""The HTTP resource tree: /, /metrics, /proxy, /targets, /-/healthy, /-/ready,
+"""The HTTP resource tree: /, /metrics, /proxy, /targets, /oom-kills, /-/healthy, /-/ready,
 and the site serving it (behind :mod:`cadvisor_events.authgate`, access log).
 
 Only wiring and presentation: the data comes from the fleet (followers'
@@ -16,7 +16,7 @@ import html
 import json
 import re
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 from urllib.parse import unquote_to_bytes
 
 from prometheus_client import CollectorRegistry
@@ -31,12 +31,15 @@ from . import build_info
 from .authgate import AuthGate
 from .exposition import EVENTS_HELP, EVENTS_METRIC, TEXT_CONTENT_TYPE, family_header
 from .plaintext import NotFound, PlainTextResource, error_body
+from .scrapes import AnswerLimit, BodySender, SharedBodies
 
 log = Logger()
 
 OPENMETRICS_EVENTS_HEADER = family_header(EVENTS_METRIC[: -len("_total")], EVENTS_HELP)
 TEXT_EVENTS_HEADER = family_header()
 EOF_LINE = "# EOF\n"
+#: /metrics answers in flight at most (--web-max-requests), node_exporter's default.
+DEFAULT_MAX_REQUESTS = 40
 
 
 class MetricsResource(PlainTextResource):
@@ -47,64 +50,118 @@ class MetricsResource(PlainTextResource):
     when the scraper accepts it (Prometheus does). A large body is compressed
     in the reactor's thread pool (zlib releases the GIL; the body is an
     immutable bytes object), so ingest goes on meanwhile.
+
+    Concurrent scrapes share bodies and at most ``max_requests`` answers
+    (``0``: no limit) are in flight, beyond which the answer is a 503 with
+    ``Retry-After``: see :mod:`cadvisor_events.scrapes`.
     """
 
     isLeaf = True
 
     def __init__(self, registry: CollectorRegistry, counters, fleet_metrics,
-                 compress_in_thread: Optional[Callable[[bytes], defer.Deferred]] = None) -> None:
+                 compress_in_thread: Optional[Callable[[bytes], defer.Deferred]] = None, *,
+                 max_requests: int = DEFAULT_MAX_REQUESTS, clock=None) -> None:
         super().__init__()
         self.registry = registry
         self.counters = counters
         self.fleet_metrics = fleet_metrics
-        self.compress_in_thread = compress_in_thread or (lambda body: threads.deferToThread(gzip_bytes, body))
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.clock = clock
+        self.limit = AnswerLimit(max_requests)
+        self.bodies = SharedBodies(
+            compress=compress_in_thread or (lambda body: threads.deferToThread(gzip_bytes, body)),
+            gzip_inline=gzip_bytes, inline_limit=GZIP_INLINE_LIMIT, clock=clock,
+        )
 
-    def render_GET(self, request):
-        accept = (request.getHeader(b"accept") or b"").decode("latin-1")
-        encoder, content_type = choose_encoder(accept)
-        openmetrics = content_type.startswith("application/openmetrics-text")
+    def render_body(self, encoder: Callable[[CollectorRegistry], bytes], openmetrics: bool) -> bytes:
+        """A whole /metrics document: the event family, self-metrics, the registry's families."""
         registry_text = encoder(self.registry).decode("utf-8")
         if openmetrics and registry_text.endswith(EOF_LINE):
             registry_text = registry_text[: -len(EOF_LINE)]
-        tail = self.fleet_metrics.render(openmetrics) + registry_text + (EOF_LINE if openmetrics else "")
+        tail = (self.fleet_metrics.render(openmetrics) + self.scrape_metrics(openmetrics) + registry_text
+                + (EOF_LINE if openmetrics else ""))
         parts = [OPENMETRICS_EVENTS_HEADER if openmetrics else TEXT_EVENTS_HEADER]
-        self.counters.render_into(parts)
+        self.counters.render_into(parts, openmetrics)
         parts.append(tail.encode("utf-8"))
-        body = b"".join(parts)  # the one copy of the event lines (Twisted's send buffer makes another)
+        return b"".join(parts)  # the one copy of the event lines
+
+    def scrape_metrics(self, openmetrics: bool) -> str:
+        """The families about /metrics itself, named as client_golang's promhttp names them."""
+        total = "promhttp_metric_handler_requests" + ("" if openmetrics else "_total")
+        renders = "cadvisor_events_metrics_renders" + ("" if openmetrics else "_total")
+        codes = "".join(f'promhttp_metric_handler_requests_total{{code="{code}"}} {n}\n'
+                        for code, n in sorted(self.limit.codes.items()))
+        return (
+            "# HELP promhttp_metric_handler_requests_in_flight Current number of scrapes being served.\n"
+            "# TYPE promhttp_metric_handler_requests_in_flight gauge\n"
+            f"promhttp_metric_handler_requests_in_flight {self.limit.in_flight}\n"
+            f"# HELP {total} Total number of scrapes by HTTP status code.\n"
+            f"# TYPE {total} counter\n{codes}"
+            f"# HELP {renders} /metrics bodies rendered; the scrapes of one round share one.\n"
+            f"# TYPE {renders} counter\n"
+            f"cadvisor_events_metrics_renders_total {self.bodies.renders}\n"
+        )
+
+    def render_GET(self, request):
+        if not self.limit.take():
+            self.limit.answered(503)
+            request.setHeader(b"Retry-After", b"1")
+            return error_body(
+                request, 503,
+                f"/metrics is busy: {self.limit.in_flight} answers in flight (--web-max-requests "
+                f"{self.limit.maximum}); retry in a second",
+            )
+        request.notifyFinish().addBoth(self.limit.release)
+        accept = (request.getHeader(b"accept") or b"").decode("latin-1")
+        encoder, content_type = choose_encoder(accept)
+        openmetrics = content_type.startswith("application/openmetrics-text")
+
+        def render() -> bytes:
+            return self.render_body(encoder, openmetrics)
+
         request.setHeader(
             b"Content-Type", content_type.encode() if openmetrics else TEXT_CONTENT_TYPE
         )
         request.setHeader(b"Vary", b"Accept-Encoding")
-        offer_large_writes(request.channel)
         if request.method != b"GET" or not accepts_gzip(request.getHeader(b"accept-encoding")):
+            body = self.bodies.identity(content_type, render)
+            self.limit.answered(200)
             request.setHeader(b"Content-Length", b"%d" % len(body))
-            return body
-        if len(body) <= GZIP_INLINE_LIMIT:
-            return _gzipped(request, gzip_bytes(body))
-        compressing = self.compress_in_thread(body)
-        del body
+            if request.method != b"GET":
+                return b""  # HEAD: the identity answer's headers, no body
+            return self._send(request, body)
+        gzipped = self.bodies.gzipped(content_type, render)
+        if isinstance(gzipped, bytes):
+            self.limit.answered(200)
+            return self._send(request, _gzipped(request, gzipped))
         client_left = request.notifyFinish()
-        client_left.addErrback(lambda _: compressing.cancel())
+        client_left.addErrback(lambda _: gzipped.cancel())
 
-        def write(data: bytes) -> None:
-            if not client_left.called:
-                request.write(_gzipped(request, data))
-                request.finish()
+        def send(data: bytes) -> None:
+            self.limit.answered(200)
+            self._send(request, _gzipped(request, data))
 
         def failed(failure) -> None:
             if failure.check(defer.CancelledError) or client_left.called:
                 return
+            self.limit.answered(500)
             log.failure("compressing /metrics failed", failure)
             request.write(error_body(request, 500, "compressing /metrics failed; see the log"))
             request.finish()
 
-        compressing.addCallbacks(write, failed)
+        gzipped.addCallbacks(send, failed)
+        return NOT_DONE_YET
+
+    def _send(self, request, body: bytes):
+        """Send ``body`` (shared: never copied whole) as the connection drains."""
+        offer_large_writes(request.channel)
+        BodySender(request, body, slice_size=SCRAPE_SEND_LIMIT, clock=self.clock).start()
         return NOT_DONE_YET
 
     # HEAD must not be faked by twisted.web from GET (the method would read GET and a deferred
-    # answer would follow): it gets the identity answer's headers, the transport drops the body.
+    # answer would follow): it gets the identity answer's headers, Content-Length included.
     render_HEAD = render_GET
-
 
 #: /metrics bodies up to this size are gzipped in the reactor thread (well under a millisecond).
 GZIP_INLINE_LIMIT = 256 * 1024
@@ -222,11 +279,55 @@ def _when(seconds: Optional[float]) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
 
 
+class OomKillsResource(PlainTextResource):
+    """``/oom-kills``: the fleet's most recent OOM kills, newest first, as JSON."""
+
+    isLeaf = True
+
+    def __init__(self, oom_kills) -> None:
+        super().__init__()
+        self.oom_kills = oom_kills
+
+    def render_GET(self, request) -> bytes:
+        request.setHeader(b"Content-Type", b"application/json")
+        kills = [kill.as_json() for kill in self.oom_kills.recent()]
+        return json.dumps({"oom_kills": kills}, indent=1).encode() + b"\n"
+
+
+def recent_kills_table(oom_kills) -> str:
+    """The status page's table of recent OOM kills (every value escaped)."""
+    if oom_kills is None:
+        return ""
+    rows = [
+        "<tr><td>{when}</td><td>{host}</td><td>{who}</td><td>{process}</td><td>{pid}</td></tr>".format(
+            when=html.escape(kill.timestamp), host=html.escape(kill.host),
+            who=html.escape("/".join(p for p in (kill.namespace, kill.pod, kill.container) if p) or kill.cgroup)
+            + (" (node OOM)" if kill.node_oom else ""),
+            process=html.escape(kill.process), pid=kill.pid)
+        for kill in oom_kills.recent()
+    ]
+    return KILLS_TABLE.format(rows="\n".join(rows) or NO_KILLS)
+
+
+NO_KILLS = "<tr><td colspan='5'>none seen</td></tr>"
+KILLS_TABLE = """<h2>Recent OOM kills</h2>
+<table><tr><th>time</th><th>host</th><th>namespace/pod/container or cgroup</th><th>process</th><th>pid</th></tr>
+{rows}
+</table>
+<h2>Targets</h2>
+"""
+
+
 class StatusPage(FleetView):
-    """``/``: an HTML page of targets, their state, last event and last error, and our version."""
+    """``/``: an HTML page of recent OOM kills, then targets, their state, last event and last
+    error, and our version."""
 
     #: The footer: ``cadvisor-events 0.1.0 (Twisted ..., Python ...)``, as ``--version`` prints it.
     identity = build_info().describe()
+
+    def __init__(self, fleet, oom_kills=None) -> None:
+        super().__init__(fleet)
+        self.oom_kills = oom_kills
 
     def render_GET(self, request) -> bytes:
         rows = []
@@ -248,6 +349,7 @@ class StatusPage(FleetView):
         up = sum(1 for f in self.fleet.followers.values() if f.up)
         page = PAGE.format(
             up=up, total=len(self.fleet.followers), rows="\n".join(rows) or NO_TARGETS,
+            kills=recent_kills_table(self.oom_kills),
             identity=html.escape(self.identity),
         )
         request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
@@ -263,8 +365,8 @@ tr.up td:nth-child(3){{color:#070}} tr.down td:nth-child(3){{color:#a00}}</style
 <body><h1>cadvisor-events</h1>
 <p>{up} of {total} targets up. <a href="/metrics">/metrics</a> &middot; <a href="/targets">/targets</a>
 &middot; <a href="/-/healthy">/-/healthy</a> &middot; <a href="/-/ready">/-/ready</a>
-&middot; /proxy/&lt;host:port&gt;</p>
-<table><tr><th>target</th><th>labels</th><th>state</th><th>since</th><th>last event</th>
+&middot; <a href="/oom-kills">/oom-kills</a> &middot; /proxy/&lt;host:port&gt;</p>
+{kills}<table><tr><th>target</th><th>labels</th><th>state</th><th>since</th><th>last event</th>
 <th>events received</th><th>last error</th></tr>
 {rows}
 </table>
@@ -283,9 +385,22 @@ class Healthy(PlainTextResource):
 
 
 class Ready(FleetView):
-    """``/-/ready``: 200 once every target has been tried at least once, else 503."""
+    """``/-/ready``: 200 once every target has been tried at least once, else 503.
+
+    ``sources`` are where targets come from besides the command line and the
+    file (DNS discovery): each has ``not_ready()``, a reason while it has not
+    answered once. Until then "every target tried" would be true of no targets.
+    """
+
+    def __init__(self, fleet, sources: Sequence = ()) -> None:
+        super().__init__(fleet)
+        self.sources = list(sources)
 
     def render_GET(self, request) -> bytes:
+        for source in self.sources:
+            reason = source.not_ready()
+            if reason:
+                return error_body(request, 503, f"not ready: {reason}")
         untried = sum(1 for f in self.fleet.followers.values() if not f.tried)
         if untried:
             return error_body(request, 503, f"not ready: {untried} target(s) not tried yet")
@@ -313,10 +428,10 @@ class Root(PlainTextResource):
 class Dashes(PlainTextResource):
     """``/-/``: the health endpoints."""
 
-    def __init__(self, fleet) -> None:
+    def __init__(self, fleet, readiness: Sequence = ()) -> None:
         super().__init__()
         self.healthy = Healthy()
-        self.ready = Ready(fleet)
+        self.ready = Ready(fleet, readiness)
 
     def getChild(self, name: bytes, request):
         return {b"healthy": self.healthy, b"ready": self.ready}.get(name) or NotFound()
@@ -325,25 +440,44 @@ class Dashes(PlainTextResource):
         return NotFound().render(request)
 
 
-def build_root(*, registry, counters, fleet_metrics, fleet, proxy) -> Root:
-    """Assemble the tree served by every ``--listen`` endpoint (``proxy=None``: no /proxy)."""
+def build_root(*, registry, counters, fleet_metrics, fleet, proxy,
+               max_requests: int = DEFAULT_MAX_REQUESTS, clock=None, oom_kills=None,
+               readiness: Sequence = ()) -> Root:
+    """Assemble the tree served by every ``--listen`` endpoint (``proxy=None``: no /proxy;
+    ``max_requests``: /metrics answers in flight at most, 0 for no limit; ``readiness``:
+    target sources /-/ready waits for, see :class:`Ready`)."""
     children: Dict[bytes, resource.Resource] = {
-        b"metrics": MetricsResource(registry, counters, fleet_metrics),
+        b"metrics": MetricsResource(registry, counters, fleet_metrics, max_requests=max_requests, clock=clock),
         b"targets": TargetsResource(fleet),
-        b"-": Dashes(fleet),
+        b"-": Dashes(fleet, readiness),
     }
     if proxy is not None:
         children[b"proxy"] = proxy
-    return Root(children, StatusPage(fleet))
+    if oom_kills is not None:
+        children[b"oom-kills"] = OomKillsResource(oom_kills)
+    return Root(children, StatusPage(fleet, oom_kills))
 
 
-def build_site(root: Root, *, checker=None) -> Site:
+def build_site(root: Root, *, checker=None, access_log: bool = False, web_config=None) -> Site:
     """The site for every ``--listen`` endpoint: ``root`` behind basic auth when
-    a twisted.cred ``checker`` is given, an access log without credentials."""
-    served = root if checker is None else AuthGate(root, checker, healthy=root.getChild(b"-", None).healthy)
-    site = Site(served, logFormatter=redacted_access_log)
+    a twisted.cred ``checker`` is given, or behind the ``--web-config-file``
+    (a :class:`~cadvisor_events.webconfig.WebConfigWatcher`: rate limit, headers,
+    basic auth); with ``access_log``, a line per request without credentials."""
+    healthy = root.getChild(b"-", None).healthy
+    served = root if checker is None else AuthGate(root, checker, healthy=healthy)
+    if web_config is not None:
+        served = web_config.guard(root, healthy=healthy)
+    site = (Site if access_log else QuietSite)(served, logFormatter=redacted_access_log)
     site.displayTracebacks = False
     return site
+
+
+class QuietSite(Site):
+    """A site that writes no access-log line: a Prometheus scraping every 15 s
+    and a liveness probe would otherwise fill the log with lines nobody reads."""
+
+    def log(self, request) -> None:
+        pass
 
 
 #: From where a /proxy target starts (after the first path segment or

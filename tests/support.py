@@ -7,8 +7,9 @@ follower on a ``task.Clock`` with the fake client of
 :mod:`cadvisor_events.testing`; simulators and the exporter's parts on
 loopback (:class:`Hosts`, :class:`Healthy`, :class:`Rig`); a fleet view of
 fake followers and the resource tree over it (:class:`FakeFleet`,
-:class:`WebFixture`); self-signed certificates (:func:`self_signed`). The soak's
-chaos engine is :mod:`tests.chaos`.
+:class:`WebFixture`); self-signed certificates (:func:`self_signed`); a real DNS
+server whose records change (:class:`Dnsmasq`). The soak's chaos engine is
+:mod:`tests.chaos`.
 
 Longer than ~400 lines on purpose: every helper shared by test modules lives
 here, grouped by job, so that no test module imports another.
@@ -19,6 +20,12 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
 import time
 from typing import Callable, Dict, List, Optional
 
@@ -32,7 +39,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from treq.client import HTTPClient
 from treq.testing import StubTreq
 from twisted.application.internet import backoffPolicy
-from twisted.internet import defer, reactor, ssl, task
+from twisted.internet import defer, reactor, ssl, task, tcp
 from twisted.internet.task import Clock
 from twisted.logger import Logger
 from twisted.trial import unittest
@@ -500,3 +507,93 @@ def server_options(key_path: str, cert_path: str):
     """Server TLS options from the files :func:`self_signed` wrote."""
     with open(key_path, "rb") as k, open(cert_path, "rb") as c:
         return ssl.PrivateCertificate.loadPEM(k.read() + c.read()).options()
+
+
+# -- a real DNS server: dnsmasq on loopback (tests of dnsclient and dnstargets) -------------
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A loopback port free for both UDP and TCP now (dnsmasq listens on both)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(50):
+        with socket.socket(family, socket.SOCK_DGRAM) as udp:
+            udp.bind((host, 0))
+            port = udp.getsockname()[1]
+            with socket.socket(family, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind((host, port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no free loopback port")
+
+
+class Dnsmasq:
+    """dnsmasq in the foreground, on a high loopback port, answering for ``test.`` from a hosts file.
+
+    ``set_hosts`` rewrites the file and sends SIGHUP (dnsmasq re-reads it); names under
+    ``test.`` it does not know are NXDOMAIN (``--local``). SRV records are fixed at start.
+    ``local`` names the domains answered that way (a cluster's ``cluster.local`` too).
+    """
+
+    def __init__(self, test: unittest.TestCase, hosts: str, *srv_hosts: str, listen: str = "127.0.0.1",
+                 local: tuple = ("test",)) -> None:
+        binary = shutil.which("dnsmasq") or next(
+            (p for p in ("/usr/sbin/dnsmasq", "/sbin/dnsmasq") if os.path.exists(p)), None)
+        if binary is None:
+            raise unittest.SkipTest(
+                "NOT TESTED AGAINST A REAL DNS SERVER: dnsmasq is not installed "
+                "(apt-get install dnsmasq-base; .ci/run installs it)")
+        directory = tempfile.mkdtemp()
+        test.addCleanup(shutil.rmtree, directory, True)
+        self.hosts_path = os.path.join(directory, "hosts")
+        self.log_path = os.path.join(directory, "dnsmasq.log")
+        self.port = free_port(listen)
+        self._write(hosts)
+        # --keep-in-foreground, not --no-daemon: that debug mode answers TCP in the main process,
+        # one connection at a time, where a real dnsmasq forks a child per connection.
+        argv = [binary, "--keep-in-foreground", "--log-facility=-", "--no-resolv", "--no-hosts",
+                "--pid-file=", "--log-queries",
+                f"--port={self.port}", f"--listen-address={listen}", "--bind-interfaces",
+                f"--addn-hosts={self.hosts_path}", *(f"--local=/{domain}/" for domain in local),
+                "--user=" + _user()]
+        argv += [f"--srv-host={record}" for record in srv_hosts]
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        test.addCleanup(self.stop)
+
+    def _write(self, text: str) -> None:
+        temporary = self.hosts_path + ".new"
+        with open(temporary, "w") as f:
+            f.write(text)
+        os.replace(temporary, self.hosts_path)
+
+    def set_hosts(self, text: str) -> None:
+        self._write(text)
+        self.process.send_signal(signal.SIGHUP)
+
+    def pause(self) -> None:
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
+    def log(self) -> str:
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+        self.process.terminate()
+        self.process.wait(10)
+
+
+def connections_to(server: Dnsmasq) -> list:
+    """The reactor's open TCP connections to ``server``."""
+    return [reader for reader in reactor.getReaders()
+            if isinstance(reader, tcp.Client) and reader.getPeer().port == server.port]
+
+
+def _user() -> str:
+    """The user dnsmasq runs as: ourselves (it drops to ``nobody`` by default, as root)."""
+    return pwd.getpwuid(os.getuid()).pw_name

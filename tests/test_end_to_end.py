@@ -13,6 +13,7 @@ import json
 import collections
 import os
 import random
+import re
 import signal
 import socket
 import sys
@@ -20,15 +21,18 @@ import sys
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, protocol, reactor, task
 from twisted.trial import unittest
+from twisted.web.server import Site
 
+from cadvisor_events import tap
 from cadvisor_events.cadvisor import CAdvisorClient, parse_target
 from cadvisor_events.counters import EventCounters
 from cadvisor_events.fleet import FleetService
 from cadvisor_events.follower import Follower
 from cadvisor_events.httpclients import stream_http_client
+from cadvisor_events.simulator import Simulator
 from cadvisor_events.targets import TargetSpec
 
-from .support import Hosts, http_client, until
+from .support import Hosts, free_port, http_client, until
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -160,20 +164,160 @@ class RestartTests(unittest.TestCase):
             self.assertEqual(f.gaps, 6)  # each restart lost the history counted since the last one
 
 
+class ManyScrapersTests(unittest.TestCase):
+    """The service as makeService wires it, in this process, under 41 concurrent scrapers.
+
+    In-process so the test controls when requests reach the reactor: 40 raw HTTP/1.1
+    clients connect, are accepted, then send their requests while the reactor waits,
+    so one reactor iteration reads them all; they stop reading and, with small socket
+    buffers on both sides, their answers stay in flight until they read again.
+    """
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_forty_scrapes_share_one_render_and_the_41st_gets_503(self):
+        sim = Simulator(clock=reactor, seed=3)
+        sim.fill_history(8000, containers=8000)  # ~1.5 MB of /metrics
+        sim_port = reactor.listenTCP(0, Site(sim.resource), interface="127.0.0.1")
+        self.addCleanup(sim_port.stopListening)
+        target = f"127.0.0.1:{sim_port.getHost().port}"
+        port = free_port()
+        options = tap.Options()
+        options.parseOptions(["--listen", f"tcp:{port}:interface=127.0.0.1", "--target", target, "--no-proxy"])
+        service = tap.makeService(options, reactor=reactor)
+        (listener,) = [s for s in service if hasattr(s, "endpoint")]
+        accepted = small_send_buffers(listener.factory)
+        service.startService()
+        self.addCleanup(service.stopService)
+        base = f"http://127.0.0.1:{port}"
+
+        @defer.inlineCallbacks
+        def get(path):
+            response = yield http_client().get(base + path)
+            body = yield response.content()
+            return response, body
+
+        @defer.inlineCallbacks
+        def seeded():
+            _, body = yield get("/targets")
+            return json.loads(body)["targets"][0]["received"] == 8000
+
+        yield until(seeded, "the history counted", interval=0.05)
+        response, body = yield get("/metrics")
+        self.assertGreater(len(body), 1 << 20)  # far more than the socket buffers below hold
+        renders = scrape_sample(body, "cadvisor_events_metrics_renders_total")
+
+        scrapers = [socket.socket() for _ in range(40)]
+        for scraper in scrapers:
+            self.addCleanup(scraper.close)
+            scraper.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            scraper.connect(("127.0.0.1", port))  # the kernel completes it; the reactor accepts later
+        already = len(accepted)
+        yield until(lambda: len(accepted) - already >= 40, "40 connections accepted")
+        for scraper in scrapers:  # the reactor waits meanwhile: one iteration reads all 40
+            scraper.sendall(b"GET /metrics HTTP/1.1\r\nHost: e2e\r\n\r\n")
+
+        response, refused = yield get("/metrics")  # accepted and read after the 40 requests
+        self.assertEqual(response.code, 503)
+        self.assertEqual(response.headers.getRawHeaders("retry-after"), ["1"])
+        self.assertEqual(refused, b"/metrics is busy: 40 answers in flight (--web-max-requests 40); "
+                                  b"retry in a second\n")
+        response, _ = yield get("/-/healthy")  # only /metrics is limited
+        self.assertEqual(response.code, 200)
+
+        answers = [b""] * 40
+        for scraper in scrapers:
+            scraper.setblocking(False)
+            scraper.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)  # read faster now
+        for transport in accepted:
+            if transport.connected:
+                transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+
+        def read_all():
+            for index, scraper in enumerate(scrapers):
+                try:
+                    while True:
+                        data = scraper.recv(1 << 20)
+                        if not data:
+                            break
+                        answers[index] += data
+                except BlockingIOError:
+                    pass
+            return all(complete(answer) for answer in answers)
+
+        yield until(read_all, "the 40 answers read", interval=0.001)
+        bodies = {answer.partition(b"\r\n\r\n")[2] for answer in answers}
+        self.assertEqual(len(bodies), 1)  # byte for byte the same body: one render
+        (shared,) = bodies
+        self.assertEqual(scrape_sample(shared, "cadvisor_events_metrics_renders_total"), renders + 1)
+        self.assertTrue(all(answer.startswith(b"HTTP/1.1 200 OK\r\n") for answer in answers))
+
+        _, body = yield get("/metrics")  # the 40 are done: room again
+        self.assertEqual(scrape_sample(body, "cadvisor_events_metrics_renders_total"), renders + 2)
+        self.assertEqual(scrape_sample(body, "promhttp_metric_handler_requests_in_flight"), 1)
+        self.assertEqual(scrape_sample(body, "promhttp_metric_handler_requests_total", code="503"), 1)
+        self.assertEqual(scrape_sample(body, "promhttp_metric_handler_requests_total", code="200"), 41)
+
+
+def small_send_buffers(factory) -> list:
+    """Make every connection ``factory`` serves send through a 4 KiB kernel buffer, so an
+    answer its client does not read stays in flight; return the list of their transports."""
+    accepted: list = []
+    build = factory.buildProtocol
+
+    def build_protocol(addr):
+        connection = build(addr)
+        make_connection = connection.makeConnection
+
+        def made(transport):
+            transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            accepted.append(transport)
+            make_connection(transport)
+
+        connection.makeConnection = made
+        return connection
+
+    factory.buildProtocol = build_protocol
+    return accepted
+
+
+def complete(answer: bytes) -> bool:
+    """Whether ``answer`` is a whole HTTP response with a Content-Length."""
+    head, separator, body = answer.partition(b"\r\n\r\n")
+    if not separator:
+        return False
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value)
+    return False
+
+
+def scrape_sample(body: bytes, name: str, **labels: str) -> float:
+    """The value of sample ``name`` with ``labels`` in a /metrics text body."""
+    for family in text_string_to_metric_families(body.decode("utf-8")):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    raise AssertionError(f"no sample {name} {labels}")
+
+
 class Exporter(protocol.ProcessProtocol):
     """``twistd -n cadvisor-events`` as a child process; ``port`` fires with its HTTP port."""
 
-    def __init__(self, *args: str, env=None) -> None:
+    #: ``twistd`` in the foreground, logging text to stdout.
+    TWISTD = ("-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", "--logfile=-")
+
+    def __init__(self, *args: str, env=None, runner=TWISTD) -> None:
         self.output = b""
         self.port = defer.Deferred()
         self.ended = defer.Deferred()
         self.exit_code = None
         self.exit_signal = None
         self.running = True
-        # The twistd console script, run by this interpreter (the script may not be on PATH).
-        argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-                "-n", "--pidfile=", "--logfile=-",
-                "cadvisor-events", "--listen", "tcp:0:interface=127.0.0.1", *args]
+        # The console script, run by this interpreter (the script may not be on PATH).
+        argv = [sys.executable, *runner, "cadvisor-events", "--listen", "tcp:0:interface=127.0.0.1", *args]
         environ = {k: v for k, v in os.environ.items() if not k.startswith("CADVISOR_EVENTS_")}
         environ["PYTHONPATH"] = REPO + os.pathsep + environ.get("PYTHONPATH", "")
         environ.update(env or {})
@@ -182,10 +326,9 @@ class Exporter(protocol.ProcessProtocol):
     def outReceived(self, data: bytes) -> None:
         self.output += data
         if not self.port.called:
-            for line in self.output.splitlines():
-                if b"Site starting on " in line and b"cadvisor_events" not in line:
-                    self.port.callback(int(line.rsplit(b" ", 1)[1]))
-                    break
+            started = re.search(rb"Site starting on (\d+)", self.output)
+            if started:
+                self.port.callback(int(started.group(1)))
 
     errReceived = outReceived
 
@@ -292,7 +435,9 @@ class ServiceTests(unittest.TestCase):
         write([{"targets": [a], "labels": {"cluster": "eu"}}])
         exporter = self.start("--targets-file", path)
         port = yield exporter.port
-        targets = yield self.poll(lambda: self.targets(port), lambda t: set(t) == {a} and t[a]["up"], "a up")
+        # "up" once its history is counted (the stream opens first, then the spec listing, then it).
+        targets = yield self.poll(lambda: self.targets(port), lambda t: set(t) == {a} and t[a]["state"] == "up",
+                                  "a up")
         self.assertEqual(targets[a]["labels"], {"cluster": "eu"})
         families = yield self.metrics(port)
         labels = [s.labels for s in families["cadvisor_container_events"].samples]
@@ -328,6 +473,40 @@ class ServiceTests(unittest.TestCase):
         self.assertEqual(families["cadvisor_events_config_last_reload_successful"].samples[0].value, 1)
 
     @defer.inlineCallbacks
+    def test_no_access_log_unless_asked(self):
+        quiet = self.start("--target", "127.0.0.1:1")  # nothing else serving HTTP in the process
+        logged = self.start("--target", "127.0.0.1:1", "--access-log")
+        quiet_port = yield quiet.port
+        logged_port = yield logged.port
+        for port in (quiet_port, logged_port):
+            for path in ("/metrics", "/-/healthy", "/metrics"):
+                code, _ = yield self.get(port, path)
+                self.assertEqual(code, 200)
+        yield until(lambda: logged.output.count(b'"GET /metrics HTTP/1.1" 200') == 2, "the access log lines")
+        self.assertIn(b'"GET /-/healthy HTTP/1.1" 200', logged.output)
+        self.assertNotIn(b"HTTP/1.1", quiet.output)  # its answers were done before the other's
+        self.assertIn(b"QuietSite starting on", quiet.output)
+
+    @defer.inlineCallbacks
+    def test_twist_in_the_foreground_logs_json(self):
+        # As README.rst shows it for containers: Twisted's foreground runner, JSON logs on stdout.
+        exporter = Exporter("--target", "127.0.0.1:1",
+                            runner=("-m", "twisted", "--log-format", "json"))  # python -m twisted: twist
+        self.addCleanup(lambda: exporter.signal("KILL") or exporter.ended)
+        port = yield exporter.port
+        code, _ = yield self.get(port, "/metrics")
+        self.assertEqual(code, 200)
+        exporter.signal("TERM")
+        yield exporter.ended
+        records = [record for record in exporter.output.split(b"\x1e") if record.strip()]  # RFC 7464
+        events = [json.loads(record) for record in records]
+        self.assertGreater(len(events), 3)
+        self.assertTrue(all("log_time" in event and "log_level" in event for event in events))
+        namespaces = {event.get("log_namespace") for event in events}
+        self.assertIn("cadvisor_events.tap", namespaces)
+        self.assertNotIn(b"Traceback", exporter.output)
+
+    @defer.inlineCallbacks
     def test_host_that_never_sends_headers_is_marked_down_and_retried(self):
         silent = socket.socket()
         silent.bind(("127.0.0.1", 0))
@@ -345,3 +524,62 @@ class ServiceTests(unittest.TestCase):
         self.assertIn("did not answer", targets[name]["last_error"])
         code, _ = yield self.get(port, "/-/ready")
         self.assertEqual(code, 200)  # tried (and failed) counts as tried
+
+    @defer.inlineCallbacks
+    def test_kubernetes_labels_and_a_new_pods_first_oom_kill(self):
+        hosts = Hosts(1)
+        self.addCleanup(hosts.stop)
+        (sim,), (name,) = hosts.sims, hosts.names
+        old = sim.start_pod(namespace="payments", app="api", driver="cgroupfs", runtime="docker", containers=1)
+        exporter = self.start("--target", name, "--container-label", "io.kubernetes.container.name")
+        port = yield exporter.port
+
+        def kills(families):
+            family = families.get("cadvisor_container_oom_kills")
+            return {(s.labels["namespace"], s.labels["pod"], s.labels["container"]): s.value
+                    for s in (family.samples if family else ()) if s.name.endswith("_total")}
+
+        old_pod = dict(old[1].labels)["io.kubernetes.pod.name"]
+        # A container that existed before the exporter: learned from the listing, at 0.
+        yield self.poll(lambda: self.metrics(port), lambda f: kills(f).get(("payments", old_pod, "api")) == 0,
+                        "the listed container's OOM kill series at 0")
+
+        # A new pod: its containers are learned from their creation events, at 0 ...
+        new = sim.start_pod(namespace="checkout", app="worker", driver="systemd", runtime="containerd",
+                            containers=2)
+        pod_cgroup, worker, shipper = new[0].name, new[2].name, new[3].name
+        pod = dict(new[2].labels)["io.kubernetes.pod.name"]
+        families = yield self.poll(
+            lambda: self.metrics(port),
+            lambda f: kills(f).get(("checkout", pod, "worker")) == 0 and ("checkout", pod, "log-shipper") in kills(f),
+            "the new pod's OOM kill series at 0")
+        creation = [s.labels for s in families["cadvisor_container_events"].samples
+                    if s.labels["id"] == worker and s.labels["event_type"] == "containerCreation"]
+        self.assertEqual(creation, [{
+            "host": name, "namespace": "checkout", "pod": pod, "container": "worker",
+            "image": new[2].image, "name": new[2].aliases[0],
+            "container_label_io_kubernetes_container_name": "worker",
+            "event_type": "containerCreation", "id": worker, "oom_process": ""}])
+
+        # ... and its first OOM kill, on the pod-level limit, is the log shipper's: 0 -> 1.
+        sim.emit_oom(shipper, "fluent-bit", 4242, victim_container=pod_cgroup)
+        families = yield self.poll(lambda: self.metrics(port),
+                                   lambda f: kills(f).get(("checkout", pod, "log-shipper")) == 1,
+                                   "the first kill counted")
+        self.assertEqual(kills(families)[("checkout", pod, "worker")], 0)
+        (kill,) = [s.labels for s in families["cadvisor_container_events"].samples
+                   if s.labels["event_type"] == "oomKill" and s.labels["id"] == pod_cgroup]
+        self.assertEqual((kill["container"], kill["pod"], kill["oom_process"]), ("log-shipper", pod, "fluent-bit"))
+        node = families["cadvisor_node_oom_kills"].samples
+        self.assertEqual([(s.labels, s.value) for s in node if s.name.endswith("_total")], [({"host": name}, 0)])
+
+        code, body = yield self.get(port, "/oom-kills")
+        self.assertEqual(code, 200)
+        (listed,) = json.loads(body)["oom_kills"]
+        self.assertEqual({k: listed[k] for k in ("host", "namespace", "pod", "container", "cgroup",
+                                                 "limit_cgroup", "process", "pid")},
+                         {"host": name, "namespace": "checkout", "pod": pod, "container": "log-shipper",
+                          "cgroup": shipper, "limit_cgroup": pod_cgroup, "process": "fluent-bit", "pid": 4242})
+        code, page = yield self.get(port, "/")
+        self.assertIn(f"checkout/{pod}/log-shipper".encode(), page)
+        self.assertLess(page.index(b"Recent OOM kills"), page.index(b"<th>target</th>"))

@@ -17,6 +17,7 @@ from cadvisor_events import auth, tap
 from cadvisor_events.auth import hash_password
 from cadvisor_events.cadvisor import parse_target
 from cadvisor_events.clienttls import UnverifiedPolicyForHTTPS, client_tls_policy
+from cadvisor_events.enrich import HostEnricher
 
 from .support import http_client, self_signed, server_options, until
 
@@ -305,6 +306,8 @@ class SecurityOptionsTests(unittest.TestCase):
             (["--auth-file", write(self, "alice:$2b$12$" + "a" * 53 + "\n")], "bcrypt"),
             (["--proxy-concurrency", "0"], "at least 1"),
             (["--proxy-concurrency", "many"], "whole number"),
+            (["--web-max-requests", "-1"], "--web-max-requests cannot be negative"),
+            (["--web-max-requests", "many"], "--web-max-requests takes a whole number"),
             (["--max-history-bytes", "lots"], "size in bytes"),
             (["--max-history-bytes", "0"], "at least 1 byte"),
         ]:
@@ -544,3 +547,105 @@ class CredentialTests(unittest.TestCase):
             self.assertNotIn(self.SECRET.encode(), body)
         self.assertNotIn(self.SECRET, service.log_text())
         self.assertIn("/proxy upstream", service.log_text())  # the log did see the failures
+
+
+class DiscoveryAndShardOptionsTests(unittest.TestCase):
+    """--target-dns, --dns-server, --dns-refresh, --shard auto and --shards as options."""
+
+    def test_dns_options(self):
+        options = parse("--target-dns", "cadvisor.monitoring.svc.cluster.local",
+                        "--target-dns", "_http._tcp.cadvisor.test", "--dns-server", "10.96.0.10",
+                        "--dns-server", "[::1]:5353", "--dns-refresh", "1m")
+        self.assertEqual([(n.name, n.port) for n in options["target-dns"]],
+                         [("cadvisor.monitoring.svc.cluster.local", 8080), ("_http._tcp.cadvisor.test", None)])
+        self.assertEqual(options["dns-server"], [("10.96.0.10", 53), ("::1", 5353)])
+        self.assertEqual(options["dns-refresh"], 60.0)
+        self.assertEqual(tap.static_specs(options), [])  # DNS is a source: no default target
+        self.assertEqual(parse()["dns-refresh"], 30.0)
+
+    def test_dns_options_from_the_environment(self):
+        options = parse(env={"CADVISOR_EVENTS_TARGET_DNS": "a.test, b.test:9000",
+                             "CADVISOR_EVENTS_DNS_SERVER": "127.0.0.1:5353",
+                             "CADVISOR_EVENTS_DNS_REFRESH": "10s"})
+        self.assertEqual([(n.name, n.port) for n in options["target-dns"]], [("a.test", 8080), ("b.test", 9000)])
+        self.assertEqual(options["dns-server"], [("127.0.0.1", 5353)])
+        self.assertEqual(options["dns-refresh"], 10.0)
+        options = parse("--target-dns", "c.test", env={"CADVISOR_EVENTS_TARGET_DNS": "a.test"})
+        self.assertEqual([n.name for n in options["target-dns"]], ["c.test"])
+
+    def test_bad_dns_options(self):
+        for argv, words in [
+            (["--target-dns", "10.0.0.1"], "--target-dns '10.0.0.1': 10.0.0.1 is an address"),
+            (["--target-dns", "_http._tcp.x.test:80"], "leave out :PORT"),
+            (["--target-dns", "a.test", "--target-dns", "A.test:9000"], "--target-dns a.test is given twice"),
+            (["--dns-server", "kube-dns"], "--dns-server 'kube-dns': 'kube-dns' is not an IP address"),
+            (["--dns-refresh", "0"], "--dns-refresh must be more than 0"),
+            (["--dns-refresh", "soon"], "--dns-refresh takes"),
+        ]:
+            with self.assertRaises(usage.UsageError, msg=argv) as e:
+                parse(*argv)
+            self.assertIn(words, str(e.exception), argv)
+
+    def test_shard_auto(self):
+        self.patch(tap.Options, "hostname", staticmethod(lambda: "cadvisor-events-2"))
+        self.assertEqual(parse("--shard", "auto", "--shards", "3")["shard"], (2, 3))
+        self.assertEqual(parse(env={"CADVISOR_EVENTS_SHARD": "auto", "CADVISOR_EVENTS_SHARDS": "5"})["shard"],
+                         (2, 5))
+        self.assertEqual(parse("--shard", "auto", env={"CADVISOR_EVENTS_SHARDS": "4"})["shard"], (2, 4))
+        self.assertEqual(parse("--shard", "1/4", "--shards", "4")["shard"], (1, 4))
+        for argv, env, words in [
+            (["--shard", "auto"], {}, "--shard auto needs --shards N"),
+            (["--shard", "auto", "--shards", "2"], {}, "ordinal is 2"),
+            (["--shard", "auto", "--shards", "0"], {}, "--shards must be at least 1"),
+            (["--shard", "auto"], {"CADVISOR_EVENTS_SHARDS": "two"}, "--shards takes a whole number"),
+            (["--shards", "3"], {}, "add --shard auto"),
+            (["--shard", "0/2", "--shards", "3"], {}, "--shard 0/2 says 2 shards but --shards says 3"),
+        ]:
+            with self.assertRaises(usage.UsageError, msg=argv) as e:
+                parse(*argv, env=env)
+            self.assertIn(words, str(e.exception), argv)
+        self.patch(tap.Options, "hostname", staticmethod(lambda: "laptop"))
+        with self.assertRaises(usage.UsageError) as e:
+            parse("--shard", "auto", "--shards", "3")
+        self.assertIn("does not end in -N", str(e.exception))
+
+    def test_makeservice_adds_dns_discovery(self):
+        reactor = MemoryReactorClock()
+        options = parse("--listen", "tcp:0:interface=127.0.0.1", "--target-dns", "cadvisor.test",
+                        "--dns-server", "127.0.0.1:5353")
+        from cadvisor_events.dnstargets import DnsTargets
+
+        service = tap.makeService(options, reactor=reactor)
+        (dns_targets,) = [s for s in service if isinstance(s, DnsTargets)]
+        self.assertEqual([n.name for n in dns_targets.names], ["cadvisor.test"])
+        self.assertEqual(dns_targets.refresh_interval, 30.0)
+        self.assertEqual(dns_targets.resolver.resolver.servers, [("127.0.0.1", 5353)])
+
+
+class EnrichmentOptionsTests(unittest.TestCase):
+    def test_container_labels_and_no_enrich(self):
+        options = parse("--container-label", "app", "--container-label", "app.kubernetes.io/name",
+                        "--container-label", "app")
+        self.assertEqual((options["container-label"], options["no-enrich"]), (["app", "app.kubernetes.io/name"], 0))
+        options = parse("--no-enrich", env={"CADVISOR_EVENTS_CONTAINER_LABEL": "team, tier"})
+        self.assertEqual((options["container-label"], options["no-enrich"]), (["team", "tier"], 1))
+        self.assertEqual(parse("--container-label", "x", env={"CADVISOR_EVENTS_CONTAINER_LABEL": "y"})["container-label"],
+                         ["x"])
+        with self.assertRaises(usage.UsageError) as raised:
+            parse("--container-label", " ")
+        self.assertIn("--container-label", str(raised.exception))
+
+    def follower(self, *argv):
+        options = parse("--listen", "tcp:0:interface=127.0.0.1", "--target", "127.0.0.1:1", *argv)
+        service = tap.makeService(options, reactor=MemoryReactorClock())
+        service.startService()
+        self.addCleanup(service.stopService)
+        (fleet,) = [s for s in service if hasattr(s, "followers")]
+        return fleet.followers["127.0.0.1:1"]
+
+    def test_followers_count_through_an_enricher_with_specs_unless_no_enrich(self):
+        enricher = self.follower("--container-label", "team")._counters
+        self.assertIsInstance(enricher, HostEnricher)
+        self.assertIsNotNone(enricher.specs)
+        self.assertEqual(enricher.specs.store.container_labels, ("team",))
+        self.assertIsNone(self.follower("--no-enrich")._counters.specs)
