@@ -47,7 +47,9 @@ def bench_requirements() -> set:
         if marker and not re.search(r"""extra\s*==\s*["']bench["']""", marker):
             continue
         distributions.add(re.split(r"[\s\[<>=!~]", name.strip(), maxsplit=1)[0].lower().replace("_", "-"))
-    modules = set()
+    # A distribution not installed here (tox installs the test extra, not bench) is
+    # imported under its own name (psutil); installed ones say what they provide.
+    modules = {name.replace("-", "_") for name in distributions}
     for module, owners in importlib.metadata.packages_distributions().items():
         if any(owner.lower().replace("_", "-") in distributions for owner in owners):
             modules.add(module)
