@@ -1,11 +1,14 @@
 """Benchmark: fan-in of a large fleet, 10,000 hosts on distinct loopback addresses.
 
 Budget (README.rst, *Performance*): all streams open and ``cadvisor_events_target_up`` summing to
-the fleet size within 10 s; <= 16 KiB of exporter RSS per host.
+the fleet size within 10 s; <= 16 KiB of exporter RSS per host, the whole process's RSS divided
+by the hosts (nothing subtracted: what a user sizes for).
 
 Setup: one simulator process (``twistd cadvisor-simulator --control``)
 listening on ``0.0.0.0:PORT`` (so it accepts connections to every 127.x.y.z
-address; backlog 4096) with an empty history; a targets file (file_sd JSON)
+address; backlog 4096) with an empty history, tracking ``--containers``
+containers (default 1, its least: one pod-level cgroup and its ancestors, 4
+cgroups and no container; every host's spec listing returns them); a targets file (file_sd JSON)
 listing ``127.0.X.Y:PORT`` for ``--hosts`` distinct addresses; the exporter
 (``twistd cadvisor-events --targets-file ...``) started on it. Every first
 connect opens the stream and then fetches the host's (empty) history to seed
@@ -20,10 +23,13 @@ imports, twistd) is measured separately on the baseline run (spawn to first
 Also reported: when every follower finished its history (state ``up``).
 
 Memory: VmRSS of the exporter 3 s after every follower is ``up`` (no request
-in between), minus the baseline, divided by the hosts. The baseline is the
+in between), divided by the hosts (the budget), and also minus the baseline,
+divided by the hosts (what one more host costs). The baseline is the
 VmRSS of an exporter started the same way on an empty targets file, after
 it answered ``/metrics`` once and settled 3 s. Kernel socket buffers are not
-in RSS; Python objects per follower and per connection are.
+in RSS; Python objects per follower and per connection are. Also reported:
+the spec cache's entries (``cadvisor_events_spec_cache_entries``), so two
+runs with different ``--containers`` give the memory per cached container.
 
 Each run uses fresh processes; the figures are the median of ``--runs``.
 ``--profile`` records the exporter with py-spy while it connects.
@@ -76,6 +82,12 @@ def simulated_fleet(workdir: str, hosts: int, backlog: int, name: str = "fleet.j
     return simulator, sim, path
 
 
+def spec_cache_entries(port: int) -> float:
+    """``cadvisor_events_spec_cache_entries`` (0 with ``--no-enrich``)."""
+    status, body = c.http(f"http://127.0.0.1:{port}/metrics", timeout=60)
+    return sum(value for _, _, value in c.parse_samples(body.decode(), {"cadvisor_events_spec_cache_entries"}))
+
+
 def target_up_sum(port: int) -> float:
     status, body = c.http(f"http://127.0.0.1:{port}/metrics", timeout=60)
     if status != 200:
@@ -104,7 +116,7 @@ def baseline(args, workdir: str) -> tuple[int, float]:
 def one_run(args, workdir: str, run: int, rss_base: int) -> dict:
     exporter_port = c.free_port()
     simulator, sim, path = simulated_fleet(workdir, args.hosts, 4096, f"fleet-{run}.json",
-                                           *(["--containers", str(args.containers)] if args.containers else []))
+                                           "--containers", str(args.containers))
     processes = [simulator]
     try:
         started = time.monotonic()
@@ -134,14 +146,17 @@ def one_run(args, workdir: str, run: int, rss_base: int) -> dict:
         caught_up_seconds = time.monotonic() - started
         time.sleep(SETTLE)
         rss = exporter.rss()
-        per_host = (rss - rss_base) / args.hosts
+        per_host = rss / args.hosts
+        above = (rss - rss_base) / args.hosts
+        entries = spec_cache_entries(exporter_port)
         result = {"up": up_seconds, "sim": sim_seconds, "caught_up": caught_up_seconds, "rss": rss,
-                  "per_host": per_host, "hwm": exporter.status("VmHWM"), "cpu": cpu_at_up,
-                  "sim_cpu": simulator.cpu_seconds()}
+                  "per_host": per_host, "above": above, "hwm": exporter.status("VmHWM"), "cpu": cpu_at_up,
+                  "sim_cpu": simulator.cpu_seconds(), "entries": entries}
         print(f"run {run}: simulator held {args.hosts:,} streams after {sim_seconds:.2f} s, target_up = "
               f"{args.hosts:,} after {up_seconds:.2f} s (exporter CPU {cpu_at_up:.2f} s), every history done "
               f"by {caught_up_seconds:.1f} s (1 s polls); RSS {c.mib(rss):.1f} MiB (peak {c.mib(result['hwm']):.1f}), "
-              f"{per_host / 1024:.1f} KiB per host above the baseline; simulator CPU {result['sim_cpu']:.1f} s")
+              f"{per_host / 1024:.1f} KiB per host ({above / 1024:.1f} above the baseline), {entries:,.0f} spec cache "
+              f"entries; simulator CPU {result['sim_cpu']:.1f} s")
         if profile is not None:
             print(c.summarize_profile(profile_path, args.profile_top))
         return result
@@ -157,9 +172,9 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=120, help="seconds one phase may take")
     parser.add_argument("--profile", action="store_true", help="py-spy the exporter while it connects")
     parser.add_argument("--profile-top", type=int, default=30)
-    parser.add_argument("--containers", type=int, default=0,
-                        help="containers the simulated cAdvisor tracks (its --containers; 0: its default), "
-                             "which every host's spec listing returns")
+    parser.add_argument("--containers", type=int, default=1,
+                        help="containers the simulated cAdvisor tracks (its --containers; 1, its least: a "
+                             "pod-level cgroup, no container), which every host's spec listing returns")
     parser.add_argument("--exporter-arg", action="append", default=[],
                         help="an extra exporter option (repeatable), e.g. --exporter-arg=--no-history-seed")
     parser.add_argument("--keep", action="store_true", help="keep the processes' logs")
@@ -178,12 +193,15 @@ def main() -> int:
             results.append(one_run(args, workdir, run, rss_base))
     up = c.median([r["up"] for r in results])
     per_host_kib = c.median([r["per_host"] for r in results]) / 1024
+    above_kib = c.median([r["above"] for r in results]) / 1024
     print(f"\nfan-in, {args.hosts:,} hosts on distinct loopback addresses (median of {len(results)} runs):")
     print(f"  {up:.2f} s from spawning the exporter to target_up = {args.hosts:,}   budget <= {BUDGET_SECONDS:g} s")
     print(f"    (its start-up alone: {startup:.2f} s; the simulator held every stream after "
           f"{c.median([r['sim'] for r in results]):.2f} s)")
-    print(f"  {per_host_kib:.1f} KiB RSS per host (RSS - {c.mib(rss_base):.1f} MiB baseline) / hosts   "
+    print(f"  {per_host_kib:.1f} KiB RSS per host (the whole process's RSS / hosts)   "
           f"budget <= {BUDGET_KIB_PER_HOST:g} KiB")
+    print(f"    ({above_kib:.1f} KiB per host above the {c.mib(rss_base):.1f} MiB baseline; "
+          f"{c.median([r['entries'] for r in results]):,.0f} spec cache entries)")
     met = up <= BUDGET_SECONDS and per_host_kib <= BUDGET_KIB_PER_HOST
     print("budget met" if met else "budget NOT met")
     return 0 if met else 1

@@ -9,7 +9,10 @@ cadvisor-events``) follows them. Once every follower is live (state ``up``:
 history fetched, so nothing is buffered), ``POST /_simulator/burst`` makes the
 simulator write ``--events`` events to each stream, pre-encoded, one chunk per
 event, as fast as each connection takes them (a push producer: the
-simulator's memory stays bounded). The window runs from the burst's start
+simulator's memory stays bounded). The burst's containers are known to the
+simulator's spec API, as a real cAdvisor knows every container it announces;
+the spec requests the exporter made during the burst are reported.
+``--exporter-arg=--no-enrich`` measures the exporter without specs. The window runs from the burst's start
 until the exporter's ``received`` (from ``/targets``, polled every 50 ms once
 the simulator has written everything, every 200 ms before) reaches
 hosts x events. Figures over the window: the exporter's user+system CPU
@@ -42,6 +45,13 @@ BUDGET_EVENTS_PER_CPU_SECOND = 150_000
 BUDGET_RSS_GROWTH_MIB = 64
 
 
+def spec_requests(exporter_port: int) -> dict:
+    """``cadvisor_events_spec_requests_total`` by result (empty with ``--no-enrich``)."""
+    status, body = c.http(f"http://127.0.0.1:{exporter_port}/metrics")
+    return {labels["result"]: value
+            for _, labels, value in c.parse_samples(body.decode(), {"cadvisor_events_spec_requests_total"})}
+
+
 def one_run(args, workdir: str, run: int) -> dict:
     sim_ports = [c.free_port() for _ in range(args.hosts)]
     exporter_port = c.free_port()
@@ -51,12 +61,13 @@ def one_run(args, workdir: str, run: int) -> dict:
         sim = f"http://127.0.0.1:{sim_ports[0]}"
         c.wait_for("the simulator", lambda: c.http(sim + "/healthz", timeout=2)[0] == 200, 30, processes)
         target_args = [arg for port in sim_ports for arg in ("--target", f"127.0.0.1:{port}")]
-        exporter = c.start_exporter(workdir, exporter_port, *target_args)
+        exporter = c.start_exporter(workdir, exporter_port, *target_args, *args.exporter_arg)
         processes.append(exporter)
         c.wait_for("every stream up", lambda: sum(t["state"] == "up" for t in c.targets(exporter_port)) == args.hosts,
                    60, processes)
         expected = args.hosts * args.events
         before = sum(t["received"] for t in c.targets(exporter_port))
+        specs_before = spec_requests(exporter_port)
         cpu0, sim_cpu0, rss0, t0 = exporter.cpu_seconds(), simulator.cpu_seconds(), exporter.rss(), time.monotonic()
         profile = None
         if args.profile:
@@ -90,6 +101,7 @@ def one_run(args, workdir: str, run: int) -> dict:
                 problems.append(f"{host}: series differ from the burst's ground truth")
             if received_metric.get(host) != args.events:
                 problems.append(f"{host}: received_total {received_metric.get(host)} != {args.events}")
+        asked = {result: n - specs_before.get(result, 0) for result, n in spec_requests(exporter_port).items()}
         result = {
             "events": expected,
             "cpu": cpu1 - cpu0,
@@ -104,7 +116,9 @@ def one_run(args, workdir: str, run: int) -> dict:
         print(f"run {run}: {expected:,} events in {result['wall']:.2f} s wall ({result['per_wall_second']:,.0f}/s), "
               f"exporter CPU {result['cpu']:.2f} s ({result['per_cpu_second']:,.0f} events/CPU-s), "
               f"simulator CPU {result['sim_cpu']:.2f} s, RSS {c.mib(rss0):.1f} -> {c.mib(rss1):.1f} MiB "
-              f"(+{c.mib(result['rss_growth']):.1f}); counts {'exact' if not problems else 'WRONG: ' + '; '.join(problems)}")
+              f"(+{c.mib(result['rss_growth']):.1f}); spec requests {sum(asked.values()):,.0f} "
+              f"{dict(sorted((k, int(v)) for k, v in asked.items() if v))}; "
+              f"counts {'exact' if not problems else 'WRONG: ' + '; '.join(problems)}")
         if profile is not None:
             print(c.summarize_profile(profile_path, args.profile_top))
         return result
@@ -122,6 +136,8 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=180, help="seconds one burst may take")
     parser.add_argument("--profile", action="store_true", help="py-spy the exporter during each burst")
     parser.add_argument("--profile-top", type=int, default=25)
+    parser.add_argument("--exporter-arg", action="append", default=[],
+                        help="an extra exporter option (repeatable), e.g. --exporter-arg=--no-enrich")
     parser.add_argument("--keep", action="store_true", help="keep the processes' logs")
     args = parser.parse_args()
     c.raise_nofile()

@@ -15,7 +15,8 @@ on the hot path: :meth:`HostCounters.count` is called once per event.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from types import MappingProxyType
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from twisted.logger import Logger
 
@@ -35,6 +36,10 @@ RESERVED_LABELS = frozenset({"host", "id", "event_type", "oom_process",
 #: another cgroup than the one whose limit was hit, that key plus the victim's rendered labels
 #: (see :mod:`cadvisor_events.enrich`).
 SeriesKey = Tuple[str, ...]
+
+#: What a host's ``series`` and ``lines`` are until its first series (read-only).
+_EMPTY: Any = MappingProxyType({})
+_NO_LINES: Any = ()
 
 
 class Series:
@@ -64,24 +69,28 @@ class HostCounters:
     """The series of one host; the sink a follower counts accepted events into."""
 
     __slots__ = ("name", "labels", "series", "deleted", "lines", "dirty", "free", "label_source", "_store",
-                 "_label_prefix", "_clock")
+                 "_label_prefix", "_clock", "_lru")
 
     def __init__(self, store: "EventCounters", name: str, labels: Sequence[Tuple[str, str]]) -> None:
         self.name = name
         self.labels = tuple(labels)
-        self.series: Dict[SeriesKey, Series] = {}
+        # ``series`` and ``lines`` start as shared read-only empties, made real on the first
+        # series (a fleet has thousands of hosts, many quiet).
+        self.series: Dict[SeriesKey, Series] = _EMPTY
         #: container name -> clock seconds of its deletion event (for the TTL).
         self.deleted: Dict[str, float] = {}
         #: Every series' exposition line (b"" in the slots of forgotten series, listed in ``free``).
-        self.lines: List[bytes] = []
-        #: Series counted since their line was last rendered (each listed once).
-        self.dirty: List[Series] = []
-        self.free: List[int] = []
+        self.lines: List[bytes] = _NO_LINES
+        #: Series counted since their line was last rendered (each listed once), and the slots
+        #: of forgotten series: None while empty (a fleet has thousands of hosts).
+        self.dirty: Optional[List[Series]] = None
+        self.free: Optional[List[int]] = None
         #: Who a series' container is, as rendered labels (``name="value",`` pairs), asked once
         #: when a series is born: ``label_source(key)``. None: no such labels (the Go seed's).
         self.label_source: Optional[Callable[[SeriesKey], str]] = None
         self._store = store
         self._clock = store.clock
+        self._lru = store._lru  # the store's, for the per-event path
         pairs = [("host", name), *self.labels]
         self._label_prefix = "".join(f'{label}="{escape_label_value(value)}",' for label, value in pairs)
 
@@ -95,11 +104,17 @@ class HostCounters:
         if series is None:
             series = self._store._add(self, key)
         else:
-            self._store._lru.move_to_end(series)
+            self._lru.move_to_end(series)
         if series.count == series.rendered:
-            self.dirty.append(series)
+            dirty = self.dirty
+            if dirty is None:
+                self.dirty = [series]
+            else:
+                dirty.append(series)
         series.count += 1
         event_type = key[1]
+        counted = self._store.counted  # the status page's per-minute chart (activity.py)
+        counted[event_type] = counted.get(event_type, 0) + 1
         if event_type == DELETION:
             self.deleted[key[0]] = self._clock.seconds()
         elif event_type == CREATION and self.deleted:
@@ -125,7 +140,7 @@ class HostCounters:
                 if index >= 0:  # else forgotten meanwhile
                     count = series.rendered = series.count
                     lines[index] = lines[index][: series.cut] + value_bytes(count) + b"\n"
-            self.dirty = []
+            self.dirty = None
         return self.lines
 
     def _place(self, line: bytes) -> int:
@@ -133,6 +148,8 @@ class HostCounters:
             index = self.free.pop()
             self.lines[index] = line
             return index
+        if self.lines is _NO_LINES:
+            self.lines = []
         self.lines.append(line)
         return len(self.lines) - 1
 
@@ -140,6 +157,8 @@ class HostCounters:
         """Drop ``series`` from this host's lines (its slot is reused)."""
         del self.series[series.key]
         self.lines[series.index] = b""
+        if self.free is None:
+            self.free = []
         self.free.append(series.index)
         series.index = -1
 
@@ -171,6 +190,8 @@ class EventCounters:
         #: such as the OOM kill counters: one fast path for every big family.
         self.families_after: List = []
         self.evicted: Dict[str, int] = {"ttl": 0, "max_series": 0, "target_removed": 0}
+        #: Events counted per type since start, read by :class:`~cadvisor_events.activity.Activity`.
+        self.counted: Dict[str, int] = {}
         #: Every series in least-recently-updated-first order (values unused).
         self._lru: "OrderedDict[Series, None]" = OrderedDict()
 
@@ -199,7 +220,7 @@ class EventCounters:
         for series in counters.series.values():
             del self._lru[series]
         self.evicted["target_removed"] += len(counters.series)
-        counters.series.clear()
+        counters.series = _EMPTY
 
     @property
     def series_count(self) -> int:
@@ -219,6 +240,8 @@ class EventCounters:
                 )
         prefix = host.render_prefix(key)
         series = Series(host, key, len(prefix), host._place(prefix + b"0\n"))
+        if host.series is _EMPTY:
+            host.series = {}
         host.series[key] = series
         self._lru[series] = None
         return series

@@ -155,10 +155,16 @@ class HostEnricher:
         for cgroup, identity in learned or ():
             self._learned(cgroup, identity)
 
+    @property
+    def fetches_specs(self) -> bool:
+        """Whether :meth:`created` does anything (not without specs): a follower asks once."""
+        return self.specs is not None
+
     def created(self, cgroup: str) -> None:
         """A ``containerCreation`` arrived on the stream: fetch its spec now, before it is gone."""
-        if self.specs is not None and not self._closed:
-            self.specs.created(cgroup)  # coalesced there: cached or asked already, no new request
+        specs = self.specs
+        if specs is not None and not self._closed:
+            specs.fetch(cgroup)  # coalesced there: cached or asked already, no new request
 
     def count(self, event: Event) -> None:
         """Count one accepted event (in the follower's order; once per event: keep it lean)."""
@@ -168,16 +174,26 @@ class HostEnricher:
             last = self._last_oom
             if last is not None and last.timestamp == event.timestamp:
                 self._last_oom = None
-                if self.specs is None and not self.waiting:
-                    self._kill(event, last.container_name)
+                victim = last.container_name
+                if not self.waiting and (self.specs is None or (
+                        victim == event.container_name and counting_key(event) in self.counters.series)):
+                    self._kill(event, victim)  # nothing to wait for (see :meth:`_blocker`)
                 else:
-                    self._route(event, last.container_name)
+                    self._route(event, victim)
             else:
                 self._hold(event)
             return
         if kind == OOM and not paired:
             self._last_oom = event
-        if self.specs is not None or self.waiting:
+        specs = self.specs
+        if specs is not None:
+            if not self.waiting:
+                key = counting_key(event)
+                if key in self.counters.series:  # labels fixed long ago, nothing waits: count now
+                    self.counters.count_key(key)
+                    if kind == DELETION:
+                        specs.deleted(event.container_name)
+                    return
             self._route(event, None)
             return
         # Without specs nothing waits: :meth:`_apply`, inlined for the hot path.

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import datetime
 from functools import partial
-from typing import Callable, Optional, Protocol
+from types import MappingProxyType
+from typing import Any, Callable, Optional, Protocol
 
 from twisted.application.internet import backoffPolicy
 from twisted.application.service import Service
@@ -29,6 +30,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone, ResponseFailed
 
+from .activity import note_state_change
 from .cadvisor import Target, UpstreamError, describe_failure, timed_out
 from .event import Event, InvalidEvent, parse_history, timestamp_ns
 from .ledger import Ledger, merge_backfill
@@ -49,6 +51,8 @@ STOP_TIMEOUT = 10.0
 PARTNER_WAIT = 1.0
 
 STATES = ("idle", "connecting", "backfilling", "up", "down", "stopped")
+#: Every follower's ``failures`` until its first (read-only: a fleet has thousands of hosts).
+_NO_FAILURES: Any = MappingProxyType({})
 CREATION = "containerCreation"
 
 
@@ -59,7 +63,8 @@ class SpecHooks(Protocol):
         """List every container; fires (never fails) when done."""
 
     def created(self, cgroup: str) -> None:
-        """A creation arrived on the stream: fetch that container's spec now."""
+        """A creation arrived on the stream: fetch that container's spec now (called only when
+        the hooks have no ``fetches_specs`` attribute, or a true one)."""
 
     def caught_up(self) -> None:
         """What happened before the listing is counted (the backfill merged, or none)."""
@@ -95,8 +100,8 @@ class Follower(Service):
         "target", "oom_only", "seed_history", "connect_timeout", "history_timeout",
         "max_history_bytes", "settle_seconds", "first_delay", "max_clock_skew", "backfill_overlap",
         "state", "up", "state_since", "tried", "received", "invalid_lines", "connects",
-        "failures", "backfilled", "duplicates_dropped", "gaps", "last_error", "retries",
-        "_client", "_counters", "_count", "_specs", "_clock", "_backoff", "_gate", "_gate_held", "_gate_wait",
+        "failures", "backfilled", "duplicates_dropped", "gaps", "last_error", "retries", "state_changes",
+        "_client", "_counters", "_count", "_specs", "_announce", "_clock", "_backoff", "_gate", "_gate_held", "_gate_wait",
         "_attempt", "_timer", "_pending", "_protocol", "_buffer", "_ledger",
         "_recent", "_settle_call", "_synced", "_backfill_from", "_logged_reason",
         "_invalid_logged", "_held", "_held_at", "_held_call", "_after_held_handler",
@@ -140,6 +145,8 @@ class Follower(Service):
         self._counters = counters
         self._count = counters.count
         self._specs = specs
+        # Whether creations are announced to ``specs`` (not without specs to fetch: --no-enrich).
+        self._announce = specs is not None and bool(getattr(specs, "fetches_specs", True))
         self._clock = clock
         self._backoff = backoff
         self._gate = connect_gate
@@ -153,12 +160,13 @@ class Follower(Service):
         self.received = 0
         self.invalid_lines = 0
         self.connects = 0
-        self.failures: dict = {}
+        self.failures: dict = _NO_FAILURES  # made on the first failure
         self.backfilled = 0
         self.duplicates_dropped = 0
         self.gaps = 0
         self.last_error: Optional[str] = None
         self.retries = 0
+        self.state_changes: list = []  # the last STATE_CHANGES (time, state, reason): the host page
 
         self._attempt = 0  # bumped at every connect, failure and stop: stale callbacks compare it
         self._timer = None
@@ -203,6 +211,11 @@ class Follower(Service):
     def last_event_time(self) -> Optional[float]:
         """Unix time of the newest event counted, or None."""
         return self._ledger.seconds
+
+    @property
+    def last_events(self) -> list:
+        """The newest counted events (OOMs aside) its ledger remembers, newest first (the host page)."""
+        return self._ledger.newest(20)
 
     @property
     def backfill_since(self) -> Optional[str]:
@@ -441,8 +454,8 @@ class Follower(Service):
         if buffer is None:  # not backfilling (a stale path): nothing to hold for
             return
         buffer.append(event)
-        if event.event_type == CREATION and self._specs is not None:
-            self._specs.created(event.container_name)
+        if self._announce and event.event_type == CREATION:
+            self._specs.created(event.container_name)  # type: ignore[union-attr]
         if len(buffer) > self.max_buffered:
             self._overflow()
 
@@ -475,8 +488,8 @@ class Follower(Service):
             return
         self.received += 1
         ledger = self._ledger
-        if event.event_type == CREATION and self._specs is not None:
-            self._specs.created(event.container_name)
+        if self._announce and event.event_type == CREATION:
+            self._specs.created(event.container_name)  # type: ignore[union-attr]
         if event.event_type == "oom" and ledger.needs_partner(event, ns):
             self._hold(event, ns)
         elif ledger.offer(event, ns):
@@ -566,6 +579,8 @@ class Follower(Service):
         self.up = False
         self.tried = True
         reason = error.reason
+        if self.failures is _NO_FAILURES:
+            self.failures = {}
         self.failures[reason] = self.failures.get(reason, 0) + 1
         self.last_error = error.message
         delay = self._backoff(self.retries)
@@ -610,3 +625,4 @@ class Follower(Service):
         if state != self.state:
             self.state = state
             self.state_since = self._clock.seconds()
+            note_state_change(self.state_changes, self.state_since, state, self.last_error if state == "down" else None)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Any, Mapping, NamedTuple, Sequence, Tuple
+from typing import Any, Dict, Mapping, NamedTuple, Sequence, Tuple
 
 __all__ = [
     "Identity",
@@ -27,6 +27,7 @@ __all__ = [
     "container_label_name",
     "identity_from_cgroup",
     "identity_from_spec",
+    "named_by_ids",
     "unknown_identity",
     "with_pod",
 ]
@@ -96,6 +97,23 @@ def cgroup_ids(cgroup: str) -> Tuple[str, str]:
         if found is not None:
             container = found.group(1)
     return (uid.replace("_", "-"), container)
+
+
+_SELF_NAMED: Dict[str, bool] = {}
+
+
+def named_by_ids(cgroup: str) -> bool:
+    """Whether a cgroup's name holds a container ID or a pod UID, so that whatever is created
+    under that name is always the same container or pod (``docker restart`` keeps the ID;
+    Kubernetes restarts a container under a new one). Remembered, bounded: a stream may ask
+    for the same few names at every event."""
+    known = _SELF_NAMED.get(cgroup)
+    if known is None:
+        if len(_SELF_NAMED) >= 4096:
+            _SELF_NAMED.clear()
+        uid, container = cgroup_ids(cgroup)
+        known = _SELF_NAMED[cgroup] = bool(uid or container)
+    return known
 
 
 _INVALID_LABEL_CHARACTER = re.compile(r"[^a-zA-Z0-9_]")

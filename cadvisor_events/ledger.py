@@ -31,8 +31,9 @@ caller counts what :meth:`Ledger.offer` accepts.
 from __future__ import annotations
 
 import collections
+import heapq
 from bisect import bisect_left, insort
-from typing import Callable, List, Optional, Sequence, Set, Tuple
+from typing import AbstractSet, Callable, List, Optional, Sequence, Set, Tuple
 
 from twisted.logger import Logger
 
@@ -66,6 +67,7 @@ MAX_FUTURE = 1024
 RECENT_TAIL = 1024
 
 _NO_MARK = -(1 << 80)
+_NO_EVENTS: AbstractSet = frozenset()
 _NO_LIMIT = 1 << 80
 
 TimedEvent = Tuple[Event, int]
@@ -96,8 +98,9 @@ class OomMemory:
         self._kills: dict = {}
         #: container -> timestamps of counted ``oom`` events.
         self._ooms: dict = {}
-        #: (ns, is a kill, key) in the order remembered, for the age and size limits.
-        self._order: collections.deque = collections.deque()
+        #: (ns, is a kill, key) in the order remembered, for the age and size limits; made on
+        #: first use (an empty deque is 760 bytes, and most hosts never OOM).
+        self._order: Optional[collections.deque] = None
         self.newest_ns = _NO_MARK
         #: OOMs dated before this are older than what is remembered.
         self.horizon_ns = _NO_MARK
@@ -107,7 +110,7 @@ class OomMemory:
         self._name = name
 
     def __len__(self) -> int:
-        return len(self._order)
+        return 0 if self._order is None else len(self._order)
 
     def offer(self, event: Event, ns: int, partner: Optional[Event] = None) -> bool:
         """Remember ``event`` and return True if it is a new OOM, else False (a replay)."""
@@ -148,6 +151,8 @@ class OomMemory:
         else:
             insort(times, ns)
         order = self._order
+        if order is None:
+            order = self._order = collections.deque()
         order.append((ns, table is self._kills, key))
         if ns > self.newest_ns:
             self.newest_ns = ns
@@ -157,6 +162,7 @@ class OomMemory:
     def _forget_oldest(self) -> None:
         """Drop what is past the retention, and the oldest beyond the cap (counted)."""
         order = self._order
+        assert order is not None  # called after something was remembered
         oldest_kept = self.newest_ns - OOM_RETENTION
         while order and (len(order) > self._max or order[0][0] < oldest_kept):
             old_ns, is_kill, old_key = order.popleft()
@@ -234,8 +240,10 @@ class Ledger:
         #: Timestamps up to this (ns) are trusted without reading the clock; refreshed from it.
         self.horizon = _NO_LIMIT if now is None else _NO_MARK
         self.ooms = OomMemory(name=name)
-        self._window: Set[Event] = set()
-        self._previous: Set[Event] = set()
+        # Both generations start as one shared empty set, made real on first use: a fleet has
+        # thousands of hosts, and an empty set is 216 bytes.
+        self._window: AbstractSet[Event] = _NO_EVENTS
+        self._previous: AbstractSet[Event] = _NO_EVENTS
         self._next_window = _NO_MARK  # a non-OOM event at or after this starts a new generation
         self._overlap_ns = int(overlap * NS_PER_SECOND)
         self._now = now
@@ -274,19 +282,29 @@ class Ledger:
             return self.ooms.offer(event, ns, partner)
         window = self._window
         if ns > self.anchor_ns:
-            if ns >= self._next_window:
+            if ns >= self._next_window:  # a new generation, in the older one's set
                 self._previous, window = window, self._previous
-                window.clear()
+                if window is _NO_EVENTS:
+                    window = set()
+                else:
+                    window.clear()  # type: ignore[attr-defined]
                 self._window = window
                 self._next_window = ns + self._overlap_ns
             self.anchor_ns = ns
         elif event in window or event in self._previous:
             return False
         if len(window) < MAX_WINDOW_EVENTS:
-            window.add(event)
+            if window is _NO_EVENTS:  # (an event older than the anchor before any generation)
+                window = self._window = set()
+            window.add(event)  # type: ignore[attr-defined]
         else:
             self.window_evicted += 1
         return True
+
+    def newest(self, n: int) -> List[Event]:
+        """Up to ``n`` of the newest counted non-OOM events still remembered (the overlap
+        window's), newest first: what a status page shows as a host's last events."""
+        return heapq.nlargest(n, self._window | self._previous, key=lambda event: timestamp_ns(event.timestamp))
 
     def needs_partner(self, event: Event, ns: int) -> bool:
         """Whether an ``oom`` event's verdict depends on its ``oomKill`` partner (hold it until then)."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import sys
 from bisect import insort
+from types import MappingProxyType
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from .exposition import escape_label_value, family_header
@@ -40,6 +41,9 @@ RECENT_KILLS = 100
 
 #: (namespace, pod, container): one series of the container family per host.
 ContainerKey = Tuple[str, str, str]
+#: What a host's lazily made maps and lines are until first written (read-only).
+_EMPTY: Any = MappingProxyType({})
+_NO_LINES: Any = ()
 
 
 class RecentKill(NamedTuple):
@@ -91,15 +95,17 @@ class HostOomKills:
     def __init__(self, store: "OomKills", name: str, labels: Sequence[Tuple[str, str]]) -> None:
         self.name = name
         self.labels = tuple(labels)
-        self.series: Dict[ContainerKey, _Series] = {}
+        # ``series``, ``cgroups`` and ``lines`` start as shared read-only empties, made real on
+        # first write: a fleet has thousands of hosts, many without a container.
+        self.series: Dict[ContainerKey, _Series] = _EMPTY
         #: Cgroup -> the key of its series: every cgroup learned, deleted ones until the TTL.
-        self.cgroups: Dict[str, ContainerKey] = {}
+        self.cgroups: Dict[str, ContainerKey] = _EMPTY
         #: Deleted cgroup -> when; a creation removes it. Its host's event counters keep exactly
         #: that (``HostCounters.deleted``), so an enricher shares theirs instead of keeping
         #: a copy up to date on every creation and deletion.
         self.deletions: Dict[str, float] = {}
         # Lists made on first use: a fleet has thousands of hosts, most never OOM.
-        self.lines: List[bytes] = []
+        self.lines: List[bytes] = _NO_LINES
         self.dirty: Optional[List[_Series]] = None
         self.free: Optional[List[int]] = None
         self.node_kills = 0
@@ -160,6 +166,8 @@ class HostOomKills:
 
     def _live(self, cgroup: str, key: ContainerKey) -> ContainerKey:
         key = (sys.intern(key[0]), sys.intern(key[1]), sys.intern(key[2]))
+        if self.cgroups is _EMPTY:
+            self.cgroups = {}
         self.cgroups[cgroup] = key
         if key not in self.series:
             self._add(key)
@@ -174,8 +182,12 @@ class HostOomKills:
             index = self.free.pop()
             self.lines[index] = line
         else:
+            if self.lines is _NO_LINES:
+                self.lines = []
             index = len(self.lines)
             self.lines.append(line)
+        if self.series is _EMPTY:
+            self.series = {}
         series = self.series[key] = _Series(len(prefix), index)
         self._store.series_count += 1
         return series

@@ -19,7 +19,7 @@ decoded here without splitting at all.
 
 from __future__ import annotations
 
-from typing import Callable, cast
+from typing import Any, Callable, cast
 
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
@@ -35,6 +35,7 @@ log = Logger()
 
 #: The longest line (bytes between two newlines, a trailing ``\r`` included) we decode.
 MAX_LINE = 1024 * 1024
+_NO_PARTS: Any = ()
 
 
 class EventStreamProtocol(Protocol):
@@ -68,7 +69,8 @@ class EventStreamProtocol(Protocol):
         self.on_end = on_end
         self.MAX_LENGTH = max_line
         #: Pieces of the current partial line, and their total size (<= MAX_LENGTH).
-        self._parts: list[bytes] = []
+        #: (An empty tuple while no partial line is held: a fleet holds thousands of streams.)
+        self._parts: list[bytes] = _NO_PARTS
         self._size = 0
         #: Inside an overlong line: drop bytes until the next newline.
         self._discarding = False
@@ -112,7 +114,7 @@ class EventStreamProtocol(Protocol):
             if newline < 0:
                 self._size += len(data)
                 if self._size > limit:
-                    self._parts = []
+                    self._parts = _NO_PARTS
                     self._size = 0
                     self._discarding = True
                     self._reject(f"line longer than {limit} bytes dropped")
@@ -120,7 +122,7 @@ class EventStreamProtocol(Protocol):
                     self._parts.append(data)
                 return
             parts, size = self._parts, self._size + newline
-            self._parts = []
+            self._parts = _NO_PARTS
             self._size = 0
             if size > limit:
                 self._reject(f"line longer than {limit} bytes dropped")
@@ -187,7 +189,7 @@ class EventStreamProtocol(Protocol):
         self._discarding = False
         if self._size:
             line = b"".join(self._parts)
-            self._parts = []
+            self._parts = _NO_PARTS
             self._size = 0
             if reason.check(ResponseDone):
                 self.lineReceived(line)

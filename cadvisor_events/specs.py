@@ -2,7 +2,9 @@
 
 cAdvisor stores a container's spec before it emits ``containerCreation``
 and forgets it before it emits ``containerDeletion``, so a spec can only be
-captured at creation (:meth:`HostSpecs.created`) or by a recursive listing
+captured at creation (:meth:`HostSpecs.created`; a cgroup created again
+under a name that holds its container ID or pod UID is the same container
+or pod, and keeps what is cached) or by a recursive listing
 after the stream (re)connects (:meth:`HostSpecs.listing`), and must be kept
 past the deletion (:meth:`HostSpecs.deleted`, for ``retention`` seconds) so
 a late or replayed OOM still finds its pod. This module never asks cAdvisor
@@ -34,6 +36,7 @@ turn into one listing; ``render_into(out, openmetrics)`` writes the metrics.
 from __future__ import annotations
 
 import collections
+from types import MappingProxyType
 from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from twisted.internet import defer
@@ -42,7 +45,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .cadvisor import Target, UnknownContainer, UpstreamError
-from .identity import Identity, cgroup_ids, identity_from_cgroup, identity_from_spec, unknown_identity, with_pod
+from .identity import (Identity, cgroup_ids, identity_from_cgroup, identity_from_spec, named_by_ids,
+                       unknown_identity, with_pod)
 
 __all__ = ["HostSpecs", "SpecStore"]
 
@@ -51,6 +55,8 @@ log = Logger()
 #: Creations queued on one host beyond which one recursive listing answers them all.
 BURST = 8
 Learned = Callable[[str, Identity], None]
+#: The shared empty mapping of :class:`HostSpecs`' lazily made dicts (read-only: a write raises).
+_EMPTY: Any = MappingProxyType({})
 
 
 class _Fetch:
@@ -75,18 +81,23 @@ class HostSpecs:
     """
 
     __slots__ = ("store", "target", "on_learned", "_entries", "_deleted", "_pod_names", "_nameless", "_fetches",
-                 "_queue", "_active", "_listing", "_listing_request", "_closed")
+                 "_queue", "_recorded", "_active", "_listing", "_listing_request", "_closed")
 
     def __init__(self, store: "SpecStore", target: Target) -> None:
         self.store = store
         self.target = target
         self.on_learned: Optional[Learned] = None
         self._entries: Dict[str, Identity] = {}  # oldest learned first
-        self._deleted: Dict[str, float] = {}  # cgroup -> forget at; oldest deletion first
+        # Dicts most hosts leave empty start as one shared read-only empty mapping, made real on
+        # first write (a fleet has thousands of hosts): ``_deleted``, ``_fetches``, ``_queue``.
+        self._deleted: Dict[str, float] = _EMPTY  # cgroup -> forget at; oldest deletion first
         self._pod_names: Dict[str, Identity] = {}  # pod UID -> a cached container naming the pod
         self._nameless: Dict[str, List[str]] = {}  # pod UID -> cached cgroups waiting for the pod's name
-        self._fetches: Dict[str, _Fetch] = {}  # queued or in flight
-        self._queue: Dict[str, None] = {}  # cgroups waiting for a request slot, in order
+        self._fetches: Dict[str, _Fetch] = _EMPTY  # queued or in flight
+        self._queue: Dict[str, None] = _EMPTY  # cgroups waiting for a request slot, in order
+        #: cgroup -> the deadline of its record in the store's deletions (at most one each: a
+        #: container restarted over and over adds none; its record looks again when it is due).
+        self._recorded: Dict[str, float] = _EMPTY
         self._active = 0  # requests in flight (creation fetches and burst listings)
         self._listing: Optional[List[defer.Deferred]] = None  # waiters of the reconnect listing
         self._listing_request: Optional[defer.Deferred] = None
@@ -116,24 +127,54 @@ class HostSpecs:
     def created(self, cgroup: str) -> defer.Deferred:
         """A ``containerCreation`` of ``cgroup``: fire with its identity once its spec is read.
 
-        Already cached (and not deleted): at once, no request. Else one request,
+        Already cached and not deleted, or deleted but named by its container ID
+        or pod UID (restarted under the same name: the same container, the same
+        spec): at once, no request. Else one request,
         shared with any other caller waiting for the same cgroup, started as
         the per-host and fleet-wide bounds allow. Never fails: a spec that
         cannot be read gives :meth:`identity`. Cancelling the returned
         Deferred gives up this caller's wait only.
         """
-        if cgroup in self._entries and cgroup not in self._deleted:
-            return defer.succeed(self.identity(cgroup))
-        if self._closed:
-            return defer.succeed(self.identity(cgroup))
-        fetch = self._fetches.get(cgroup)  # (created again after a deletion: its new spec replaces the old)
+        fetch = self._fetch(cgroup)
         if fetch is None:
-            fetch = self._fetches[cgroup] = _Fetch()
-            self._queue[cgroup] = None
-        fetch.deleted = False
+            return defer.succeed(self.identity(cgroup))
         waiter = self._wait(fetch)
         self._pump()
         return waiter
+
+    def fetch(self, cgroup: str) -> None:
+        """:meth:`created` for a caller that does not wait for the answer (no Deferred made:
+        a stream announces creations by the thousand)."""
+        if cgroup in self._entries:  # :meth:`_fetch`'s cases without a request, inlined
+            if cgroup not in self._deleted:
+                return
+            if named_by_ids(cgroup):
+                del self._deleted[cgroup]
+                return
+        if self._fetch(cgroup) is not None:
+            self._pump()
+
+    def _fetch(self, cgroup: str) -> Optional[_Fetch]:
+        """The fetch a creation of ``cgroup`` waits for (queued if new), or None: cached and
+        alive, cached and named by its IDs (restarted: the same container), or closed."""
+        if cgroup in self._entries:
+            if cgroup not in self._deleted:
+                return None
+            if named_by_ids(cgroup):
+                del self._deleted[cgroup]  # alive again; its record in the store is stale now
+                return None
+        if self._closed:
+            return None
+        fetch = self._fetches.get(cgroup)  # (created again after a deletion: its new spec replaces the old)
+        if fetch is None:
+            if self._fetches is _EMPTY:
+                self._fetches = {}
+            if self._queue is _EMPTY:
+                self._queue = {}
+            fetch = self._fetches[cgroup] = _Fetch()
+            self._queue[cgroup] = None
+        fetch.deleted = False
+        return fetch
 
     def pending(self, cgroup: str) -> Optional[defer.Deferred]:
         """A Deferred firing with ``cgroup``'s identity when its queued or in-flight spec
@@ -151,9 +192,15 @@ class HostSpecs:
             return
         retention = self.store.retention
         deadline = self.store.clock.seconds() + retention if retention > 0 else float("inf")
+        if self._deleted is _EMPTY:
+            self._deleted = {}
         self._deleted.pop(cgroup, None)  # re-inserted: deletion order stays oldest first
         self._deleted[cgroup] = deadline
-        self.store._deletions.append((deadline, self, cgroup))
+        if cgroup not in self._recorded:
+            if self._recorded is _EMPTY:
+                self._recorded = {}
+            self._recorded[cgroup] = deadline
+            self.store._deletions.append((deadline, self, cgroup))
 
     def listing(self) -> defer.Deferred:
         """Read every spec of the host with one recursive request (after a stream (re)connect).
@@ -180,7 +227,7 @@ class HostSpecs:
         self.store._forget_waiting(self)
         for cgroup in list(self._queue):
             self._resolve(cgroup)
-        self._queue.clear()
+        self._queue = _EMPTY
         for fetch in list(self._fetches.values()):
             if fetch.request is not None:
                 fetch.request.cancel()
@@ -278,7 +325,7 @@ class HostSpecs:
         name yet) is created just before its sandbox and containers: while a spec of the
         same pod is queued or in flight, its callers wait for that one too, so they get
         the pod's name."""
-        fetch = self._fetches.pop(cgroup, None)
+        fetch = self._fetches.pop(cgroup, None) if self._fetches else None
         if fetch is None:
             return
         if fetch.deleted:
@@ -370,7 +417,8 @@ class HostSpecs:
         else:
             self._unindex(cgroup, old)
         self._entries[cgroup] = identity
-        self._deleted.pop(cgroup, None)
+        if self._deleted:
+            self._deleted.pop(cgroup, None)
         if identity.pod and identity.pod_uid not in self._pod_names:
             self._pod_names[identity.pod_uid] = identity
         if identity.pod_uid and not identity.pod:
@@ -413,7 +461,10 @@ class HostSpecs:
         identity = self._entries.pop(cgroup, None)
         if identity is None:
             return
-        self._deleted.pop(cgroup, None)
+        if self._deleted:
+            self._deleted.pop(cgroup, None)
+        if self._recorded:
+            self._recorded.pop(cgroup, None)
         self._unindex(cgroup, identity)
         self.store.entries -= 1
         if reason is not None:
@@ -491,11 +542,19 @@ class SpecStore:
         deletions = self._deletions
         while deletions and deletions[0][0] <= now:
             deadline, specs, cgroup = deletions.popleft()
-            if specs._deleted.get(cgroup) == deadline and self._hosts.get(specs.target.name) is specs:
+            if specs._recorded.get(cgroup) != deadline or self._hosts.get(specs.target.name) is not specs:
+                continue  # stale: dropped meanwhile
+            del specs._recorded[cgroup]
+            current = specs._deleted.get(cgroup)
+            if current is None:
+                continue  # alive again
+            if current <= now:
                 specs._drop(cgroup, "retention")
-        if len(deletions) > 2 * self.entries + 1024:  # stale records (re-created, evicted): compact
-            self._deletions = collections.deque(
-                record for record in deletions if record[1]._deleted.get(record[2]) == record[0])
+            else:  # restarted and deleted again since: due at its last deletion's deadline
+                specs._recorded[cgroup] = current
+                deletions.append((current, specs, cgroup))
+        if len(deletions) > 2 * self.entries + 1024:  # stale records (dropped): compact
+            self._compact_deletions()
 
     def render_into(self, out: List[str], openmetrics: bool = False) -> None:
         """Append this store's self-metric families (Prometheus text or OpenMetrics)."""
@@ -538,10 +597,17 @@ class SpecStore:
             if not self._evict_oldest_deleted() and not specs._evict_one("max_total"):
                 break
 
+    def _compact_deletions(self) -> None:
+        """Keep only the records that still decide an expiry (one per deleted cgroup)."""
+        self._deletions = collections.deque(
+            record for record in self._deletions if record[1]._recorded.get(record[2]) == record[0])
+
     def _evict_oldest_deleted(self) -> bool:
         while self._deletions:
             deadline, specs, cgroup = self._deletions.popleft()
-            if specs._deleted.get(cgroup) == deadline and self._hosts.get(specs.target.name) is specs:
-                specs._drop(cgroup, "max_total")
-                return True
+            if specs._recorded.get(cgroup) == deadline and self._hosts.get(specs.target.name) is specs:
+                del specs._recorded[cgroup]
+                if cgroup in specs._deleted:
+                    specs._drop(cgroup, "max_total")
+                    return True
         return False

@@ -312,6 +312,7 @@ def makeService(config: Options, reactor=None) -> service.MultiService:
     """Wire the exporter: counters, followers, targets, web endpoints."""
     if reactor is None:
         from twisted.internet import reactor
+    from .activity import SAMPLE_SECONDS, Activity
     from .fleet import FleetService
     from .follower import Follower
     from .selfmetrics import FleetMetrics
@@ -336,6 +337,8 @@ def makeService(config: Options, reactor=None) -> service.MultiService:
     connect_gate = ConnectGate(CONNECTS_IN_FLIGHT)
     enrichment = make_enrichment(config, reactor, counters, stream_client)
     internet.TimerService(60, enrichment.expire).setServiceParent(top)
+    activity = Activity(counters.counted, reactor)  # the status page's charts, sampled on a timer
+    internet.TimerService(SAMPLE_SECONDS, activity.sample).setServiceParent(top)
 
     def make_follower(spec: TargetSpec, first_delay: float) -> service.IService:
         enricher = enrichment.host(spec)
@@ -393,7 +396,7 @@ def makeService(config: Options, reactor=None) -> service.MultiService:
     root = build_root(
         registry=registry, counters=counters, fleet_metrics=fleet_metrics, fleet=fleet, proxy=proxy,
         max_requests=config["web-max-requests"], clock=reactor, oom_kills=enrichment.kills,
-        readiness=readiness,
+        readiness=readiness, activity=activity,
     )
     checker = PasswordFileChecker(config["auth-users"]) if config["auth-users"] else None
     site = build_site(root, checker=checker, access_log=bool(config["access-log"]), web_config=web_config)

@@ -1,8 +1,9 @@
-"""The HTTP resource tree: /, /metrics, /proxy, /targets, /oom-kills, /-/healthy, /-/ready,
+"""The HTTP resource tree: /, /metrics, /proxy, /targets, /oom-kills, /host/, /status.json, /-/healthy, /-/ready,
 and the site serving it (behind :mod:`cadvisor_events.authgate`, access log).
 
 Only wiring and presentation: the data comes from the fleet (followers'
-plain attributes), the counters and prometheus_client's registry. Rendering
+plain attributes), the counters and prometheus_client's registry; the HTML
+status page is :mod:`cadvisor_events.statuspage`. Rendering
 happens in the reactor thread, so nothing here reads state that another
 thread mutates. Every error is plain text from :mod:`cadvisor_events.plaintext`,
 the 401 of basic auth included. The access log never shows a credential that
@@ -12,11 +13,9 @@ a ``/proxy`` URL carries.
 from __future__ import annotations
 
 import gzip
-import html
 import json
 import re
-import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 from urllib.parse import unquote_to_bytes
 
 from prometheus_client import CollectorRegistry
@@ -27,11 +26,13 @@ from twisted.web import resource
 from twisted.web.http import combinedLogFormatter
 from twisted.web.server import NOT_DONE_YET, Site
 
-from . import build_info
+from .activity import Activity
 from .authgate import AuthGate
 from .exposition import EVENTS_HELP, EVENTS_METRIC, TEXT_CONTENT_TYPE, family_header
 from .plaintext import NotFound, PlainTextResource, error_body
 from .scrapes import AnswerLimit, BodySender, SharedBodies
+from .fleetquery import BadQuery, TargetQuery, fleet_status, follower_status, kill_matches, select_targets
+from .statuspage import HostPage, StatusJson, StatusPage
 
 log = Logger()
 
@@ -225,36 +226,6 @@ def offer_large_writes(channel) -> None:
 SCRAPE_SEND_LIMIT = 4 << 20
 
 
-def follower_status(follower, labels=()) -> Dict[str, Any]:
-    """What /targets and / show of one follower (never credentials)."""
-    return {
-        "host": follower.target.name,
-        "url": follower.target.base_url,
-        "labels": dict(labels),
-        "state": follower.state,
-        "up": bool(follower.up),
-        "since": follower.state_since,
-        "last_event_time": follower.last_event_time,
-        "received": follower.received,
-        "invalid_lines": follower.invalid_lines,
-        "connects": follower.connects,
-        "failures": dict(follower.failures),
-        "backfilled": follower.backfilled,
-        "duplicates_dropped": follower.duplicates_dropped,
-        "gaps": follower.gaps,
-        "future_events": follower.future_events,
-        "last_error": follower.last_error,
-    }
-
-
-def fleet_status(fleet) -> List[Dict[str, Any]]:
-    specs = getattr(fleet, "specs", {})
-    return [
-        follower_status(f, getattr(specs.get(name), "labels", ()))
-        for name, f in fleet.followers.items()
-    ]
-
-
 class FleetView(PlainTextResource):
     """A leaf page showing the fleet (its followers' plain attributes)."""
 
@@ -266,112 +237,50 @@ class FleetView(PlainTextResource):
 
 
 class TargetsResource(FleetView):
-    """``/targets``: every followed host's state as JSON."""
+    """``/targets``: every followed host's state as JSON.
+
+    Without parameters, every target in the fleet's order (``{"targets": [...]}``). With any of
+    the status page's filters (``state``, ``q``, ``limit``, ``offset``: see
+    :class:`~cadvisor_events.fleetquery.TargetQuery`), the matching targets unhealthy first,
+    one page of them, and the counts: ``matched``, ``total`` and ``counts`` by state.
+    """
 
     def render_GET(self, request) -> bytes:
+        try:
+            query = TargetQuery.from_args(request.args)
+        except BadQuery as e:
+            return error_body(request, 400, f"bad filter: {e}")
         request.setHeader(b"Content-Type", b"application/json")
-        return json.dumps({"targets": fleet_status(self.fleet)}, indent=1).encode() + b"\n"
-
-
-def _when(seconds: Optional[float]) -> str:
-    if seconds is None:
-        return "never"
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
+        if not query.given:
+            return json.dumps({"targets": fleet_status(self.fleet)}, indent=1).encode() + b"\n"
+        selected, counts = select_targets(self.fleet, query)
+        specs = getattr(self.fleet, "specs", {})
+        shown = [follower_status(f, getattr(specs.get(name), "labels", ()))
+                 for name, f in selected[query.offset:query.offset + query.limit]]
+        answer = {"targets": shown, "matched": len(selected), "total": counts.pop("total"), "counts": counts,
+                  "offset": query.offset, "limit": query.limit}
+        return json.dumps(answer, indent=1).encode() + b"\n"
 
 
 class OomKillsResource(PlainTextResource):
-    """``/oom-kills``: the fleet's most recent OOM kills, newest first, as JSON."""
+    """``/oom-kills``: the fleet's most recent OOM kills, newest first, as JSON (the status
+    page's ``state`` and ``q`` filters apply)."""
 
     isLeaf = True
 
-    def __init__(self, oom_kills) -> None:
+    def __init__(self, oom_kills, fleet=None) -> None:
         super().__init__()
         self.oom_kills = oom_kills
+        self.fleet = fleet
 
     def render_GET(self, request) -> bytes:
+        try:
+            query = TargetQuery.from_args(request.args)
+        except BadQuery as e:
+            return error_body(request, 400, f"bad filter: {e}")
         request.setHeader(b"Content-Type", b"application/json")
-        kills = [kill.as_json() for kill in self.oom_kills.recent()]
+        kills = [kill.as_json() for kill in self.oom_kills.recent() if kill_matches(kill, query, self.fleet)]
         return json.dumps({"oom_kills": kills}, indent=1).encode() + b"\n"
-
-
-def recent_kills_table(oom_kills) -> str:
-    """The status page's table of recent OOM kills (every value escaped)."""
-    if oom_kills is None:
-        return ""
-    rows = [
-        "<tr><td>{when}</td><td>{host}</td><td>{who}</td><td>{process}</td><td>{pid}</td></tr>".format(
-            when=html.escape(kill.timestamp), host=html.escape(kill.host),
-            who=html.escape("/".join(p for p in (kill.namespace, kill.pod, kill.container) if p) or kill.cgroup)
-            + (" (node OOM)" if kill.node_oom else ""),
-            process=html.escape(kill.process), pid=kill.pid)
-        for kill in oom_kills.recent()
-    ]
-    return KILLS_TABLE.format(rows="\n".join(rows) or NO_KILLS)
-
-
-NO_KILLS = "<tr><td colspan='5'>none seen</td></tr>"
-KILLS_TABLE = """<h2>Recent OOM kills</h2>
-<table><tr><th>time</th><th>host</th><th>namespace/pod/container or cgroup</th><th>process</th><th>pid</th></tr>
-{rows}
-</table>
-<h2>Targets</h2>
-"""
-
-
-class StatusPage(FleetView):
-    """``/``: an HTML page of recent OOM kills, then targets, their state, last event and last
-    error, and our version."""
-
-    #: The footer: ``cadvisor-events 0.1.0 (Twisted ..., Python ...)``, as ``--version`` prints it.
-    identity = build_info().describe()
-
-    def __init__(self, fleet, oom_kills=None) -> None:
-        super().__init__(fleet)
-        self.oom_kills = oom_kills
-
-    def render_GET(self, request) -> bytes:
-        rows = []
-        for status in fleet_status(self.fleet):
-            state = "up" if status["up"] else status["state"]
-            rows.append(
-                "<tr class='{cls}'><td>{host}</td><td>{labels}</td><td>{state}</td><td>{since}</td>"
-                "<td>{last}</td><td>{received}</td><td>{error}</td></tr>".format(
-                    cls="up" if status["up"] else "down",
-                    host=html.escape(status["url"]),
-                    labels=html.escape(", ".join(f"{k}={v}" for k, v in status["labels"].items())),
-                    state=html.escape(state),
-                    since=_when(status["since"]),
-                    last=_when(status["last_event_time"]),
-                    received=status["received"],
-                    error=html.escape(status["last_error"] or ""),
-                )
-            )
-        up = sum(1 for f in self.fleet.followers.values() if f.up)
-        page = PAGE.format(
-            up=up, total=len(self.fleet.followers), rows="\n".join(rows) or NO_TARGETS,
-            kills=recent_kills_table(self.oom_kills),
-            identity=html.escape(self.identity),
-        )
-        request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
-        return page.encode("utf-8")
-
-
-NO_TARGETS = "<tr><td colspan='7'>no targets (check --target / --targets-file / --shard)</td></tr>"
-PAGE = """<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>cadvisor-events</title>
-<style>body{{font-family:sans-serif}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:2px 6px;text-align:left}}
-tr.up td:nth-child(3){{color:#070}} tr.down td:nth-child(3){{color:#a00}}</style></head>
-<body><h1>cadvisor-events</h1>
-<p>{up} of {total} targets up. <a href="/metrics">/metrics</a> &middot; <a href="/targets">/targets</a>
-&middot; <a href="/-/healthy">/-/healthy</a> &middot; <a href="/-/ready">/-/ready</a>
-&middot; <a href="/oom-kills">/oom-kills</a> &middot; /proxy/&lt;host:port&gt;</p>
-{kills}<table><tr><th>target</th><th>labels</th><th>state</th><th>since</th><th>last event</th>
-<th>events received</th><th>last error</th></tr>
-{rows}
-</table>
-<footer><p>{identity}</p></footer></body></html>
-"""
 
 
 class Healthy(PlainTextResource):
@@ -442,10 +351,16 @@ class Dashes(PlainTextResource):
 
 def build_root(*, registry, counters, fleet_metrics, fleet, proxy,
                max_requests: int = DEFAULT_MAX_REQUESTS, clock=None, oom_kills=None,
-               readiness: Sequence = ()) -> Root:
+               readiness: Sequence = (), activity=None) -> Root:
     """Assemble the tree served by every ``--listen`` endpoint (``proxy=None``: no /proxy;
     ``max_requests``: /metrics answers in flight at most, 0 for no limit; ``readiness``:
-    target sources /-/ready waits for, see :class:`Ready`)."""
+    target sources /-/ready waits for, see :class:`Ready`; ``activity``: the per-minute counts
+    the status page charts, an :class:`~cadvisor_events.activity.Activity`, made here unsampled
+    (read on every page) when not given)."""
+    if activity is None:
+        from twisted.internet import reactor
+
+        activity = Activity(counters.counted, clock or reactor)
     children: Dict[bytes, resource.Resource] = {
         b"metrics": MetricsResource(registry, counters, fleet_metrics, max_requests=max_requests, clock=clock),
         b"targets": TargetsResource(fleet),
@@ -454,8 +369,10 @@ def build_root(*, registry, counters, fleet_metrics, fleet, proxy,
     if proxy is not None:
         children[b"proxy"] = proxy
     if oom_kills is not None:
-        children[b"oom-kills"] = OomKillsResource(oom_kills)
-    return Root(children, StatusPage(fleet, oom_kills))
+        children[b"oom-kills"] = OomKillsResource(oom_kills, fleet)
+    children[b"host"] = HostPage(fleet, oom_kills, counters, activity)
+    children[b"status.json"] = StatusJson(fleet, oom_kills, counters, activity)
+    return Root(children, StatusPage(fleet, oom_kills, counters, activity))
 
 
 def build_site(root: Root, *, checker=None, access_log: bool = False, web_config=None) -> Site:

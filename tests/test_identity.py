@@ -9,7 +9,7 @@ from twisted.trial import unittest
 
 from cadvisor_events.identity import (
     UNKNOWN, Identity, cgroup_ids, container_label_name, identity_from_cgroup, identity_from_spec,
-    unknown_identity, with_pod,
+    named_by_ids, unknown_identity, with_pod,
 )
 from cadvisor_events.simulator.cluster import make_pod
 
@@ -96,6 +96,14 @@ class CgroupIdsTests(unittest.TestCase):
                 for container in pod[1:]:
                     cid = container.aliases[1] if runtime == "docker" else container.aliases[0]
                     self.assertEqual(cgroup_ids(container.name), (uid, cid), container.name)
+
+    def test_named_by_ids(self):
+        """A name holding a container ID or pod UID always names the same container or pod."""
+        for name, expected in [(f"/kubepods/burstable/pod{UID}/{ID}", True), (f"/kubepods/burstable/pod{UID}", True),
+                               (f"/docker/{ID}", True), ("/system.slice/cron.service", False), ("/docker/web", False),
+                               ("/", False)]:
+            for _ in range(2):  # computed, then remembered
+                self.assertIs(named_by_ids(name), expected, name)
 
 
 

@@ -237,3 +237,16 @@ class OverlapTests(unittest.TestCase):
         result = merge_backfill(Ledger(), None, history, [history[100]], history[100][1], Counted())
         self.assertEqual(len(result.recent), 2900)
         self.assertEqual(result.dropped, 1)
+
+
+class NewestTests(unittest.TestCase):
+    def test_the_newest_remembered_events_newest_first_without_ooms(self):
+        ledger = Ledger(overlap=1.0)
+        for i in range(30):
+            ledger.offer(*timed(make(f"/docker/{i}", "containerCreation", at(i * 0.1))))
+        oom, oom_kill = kill("/docker/x", 5.0, 7)
+        ledger.offer(*oom_kill)
+        newest = ledger.newest(3)
+        self.assertEqual([event.container_name for event in newest], ["/docker/29", "/docker/28", "/docker/27"])
+        self.assertEqual(len(ledger.newest(100)), len(ledger._window) + len(ledger._previous))
+        self.assertEqual(Ledger().newest(5), [])

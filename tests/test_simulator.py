@@ -1057,6 +1057,17 @@ class BurstTests(LoopbackMixin, unittest.TestCase):
         yield burst.done
         self.assertLess(burst.written[0], 1_000_000)
 
+    def test_the_spec_api_knows_the_burst_containers(self):
+        burst = self.sim.start_burst(10, keys=16)
+        names = {template.container_name for template in burst.templates}
+        for name in names:  # as a real cAdvisor: a container's spec exists when its events come
+            status, body = self.sim.cluster.spec_answer(name, False)
+            self.assertEqual(status, 200, name)
+        status, body = self.sim.cluster.spec_answer("/", True)
+        listing = json.loads(body)
+        self.assertLessEqual(names, set(listing))
+        self.assertTrue(any("io.kubernetes.pod.name" in listing[name].get("labels", {}) for name in names))
+
     @defer.inlineCallbacks
     def test_control_resource_over_http(self):
         self.site.resource = ControlledSite(self.sim)

@@ -21,6 +21,7 @@ from cadvisor_events.cadvisor import CAdvisorClient, UnknownContainer, UpstreamE
 from cadvisor_events.gate import ConnectGate
 from cadvisor_events.identity import UNKNOWN, Identity
 from cadvisor_events.simulator import Simulator
+from cadvisor_events.simulator.cluster import SimContainer
 from cadvisor_events.specs import SpecStore
 
 START = 1_764_000_000
@@ -326,17 +327,35 @@ class CreationTests(unittest.TestCase):
             self.assertEqual(store.active, 0)
         self.flushLoggedErrors(ValueError, TypeError)
 
-    def test_a_recreated_cgroup_is_fetched_again(self):
-        name = self.sim.start_pod(containers=1)[2].name
+    def test_a_restarted_container_keeps_its_spec(self):
+        pod = self.sim.start_pod(containers=1)
+        names = [pod[0].name, pod[2].name]  # named by its pod UID, by its container ID
+        for name in names:
+            self._created(name)
+        for name in names:
+            self.specs.deleted(name)
+            self.sim.emit(name, "containerDeletion")
+            self.sim.emit(name, "containerCreation")  # docker restart: the same ID, the same spec
+            self.assertEqual(self.successResultOf(self._created(name)).pod, pod[1].pod.name)
+        self.assertEqual(self.store.requests, {"ok": 2})
+        self.sim.clock.advance(7200)
+        self.store.expire()
+        for name in names:
+            self.assertTrue(self.specs.has_spec(name))  # alive again: not forgotten at the old deadline
+
+    def test_a_recreated_cgroup_without_ids_is_fetched_again(self):
+        name = "/docker/web"  # a runtime that names cgroups otherwise: the name may be reused
+        self.sim.cluster.known[name] = SimContainer(name, "docker", "nginx:1", container="web", cid="1" * 12)
+        self.sim.emit(name, "containerCreation")
         self._created(name)
         self.specs.deleted(name)
         self.sim.emit(name, "containerDeletion")
         self.sim.emit(name, "containerCreation")
-        self.successResultOf(self._created(name))
+        self.assertEqual(self.successResultOf(self._created(name)).container, "web")
         self.assertEqual(self.store.requests, {"ok": 2})
         self.sim.clock.advance(7200)
         self.store.expire()
-        self.assertTrue(self.specs.has_spec(name))  # alive again: not forgotten at the old deadline
+        self.assertTrue(self.specs.has_spec(name))
 
 
 class ConcurrencyTests(unittest.TestCase):
@@ -423,6 +442,26 @@ class RetentionAndBoundsTests(unittest.TestCase):
         after = specs.identity(name)  # the name and a sibling still say which pod
         self.assertEqual((after.namespace, after.pod, after.pod_uid, after.container),
                          (before.namespace, before.pod, before.pod_uid, ""))
+
+    def test_a_container_restarted_over_and_over_expires_after_its_last_deletion(self):
+        store = self.store(retention=600)
+        specs = store.host(TARGET)
+        name = kubernetes_containers(self.sim)[0]
+        requests = dict(store.requests)
+        for _ in range(1000):  # docker restart in a loop: one record kept, no request
+            specs.deleted(name)
+            specs.created(name)
+            self.sim.clock.advance(0.1)
+        specs.deleted(name)
+        self.assertEqual(len(store._deletions), 1)
+        self.sim.clock.advance(599)
+        store.expire()
+        self.assertTrue(specs.has_spec(name))  # due 600 s after the last deletion, not the first
+        self.sim.clock.advance(1)
+        store.expire()
+        self.assertFalse(specs.has_spec(name))
+        self.assertEqual(store.evicted, {"retention": 1})
+        self.assertEqual(store.requests, requests)
 
     def test_a_deletion_while_the_spec_is_read_still_expires(self):
         client = ManualClient(self.sim)

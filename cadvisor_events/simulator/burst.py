@@ -26,7 +26,8 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from .api import plain_error
-from .generate import COMMON_PROCESS_NAMES, HOSTILE_PROCESS_NAMES, container_names
+from .cluster import make_containers
+from .generate import COMMON_PROCESS_NAMES, HOSTILE_PROCESS_NAMES
 from .golang import NS_PER_SECOND, rfc3339nano
 from .query import EventQuery
 from .store import SimulatedEvent
@@ -57,7 +58,10 @@ class Burst:
     selects, cyclically. As from a kernel, an ``oomKill`` shares the timestamp of
     the ``oom`` before it and kills a new pid each time (pids are not reused
     within seconds). The templates depend only on the simulator's seed, so
-    every burst with the same ``keys`` counts into the same series. Each
+    every burst with the same ``keys`` counts into the same series. Its
+    containers join the simulator's :class:`~.cluster.Cluster` (alive, with
+    their specs, from the burst's start on), as a real cAdvisor knows every
+    container it emits events of: a client asking for a spec gets it. Each
     stream gets its own writer, a push producer
     registered with the stream's request: it writes ``batch`` events (one HTTP
     chunk each) at a time while the transport accepts them and pauses when the
@@ -81,7 +85,13 @@ class Burst:
         offset = simulator.tz_offset_minutes
         self.first_ns = simulator.next_timestamp_ns() + step_ns
         simulator.reserve_timestamps_through(self.first_ns + events * step_ns)
-        names = container_names((keys + 1) // 2, random.Random(f"burst-{simulator.seed}"))
+        containers = make_containers((keys + 1) // 2, random.Random(f"burst-{simulator.seed}"))
+        names = [container.name for container in containers]
+        # As on a node, cAdvisor knows every container it announces (its spec is stored before
+        # the creation): the spec API answers for the burst's containers from now on.
+        for container in containers:
+            simulator.cluster.known.setdefault(container.name, container)
+            simulator.cluster.created(container.name, self.first_ns)
         processes = COMMON_PROCESS_NAMES + HOSTILE_PROCESS_NAMES
         self.templates: list[SimulatedEvent] = []
         #: Per template: the bytes before the timestamp, after it (up to the pid for a kill),
