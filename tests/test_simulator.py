@@ -705,7 +705,18 @@ class SpecApiTests(HistoryMixin, unittest.TestCase):
             pod = sim.cluster.pod_cgroup_of(oom.container_name)
             self.assertIn(kill.container_name, (oom.container_name, pod or oom.container_name))
             at_pod += bool(pod) and kill.container_name == pod
+            # a killed task never lives in a pod-level cgroup (only its containers' cgroups do)
+            self.assertNotEqual(sim.cluster.known[oom.container_name].kind, "pod", oom.container_name)
         self.assertTrue(0 < at_pod < len(pairs) / 3, (at_pod, len(pairs)))
+
+    def test_history_oom_pairs_name_one_cgroup(self):
+        sim = make_simulator(seed=7)
+        events = sim.fill_history(2000)
+        pairs = [(events[i - 1], e) for i, e in enumerate(events) if e.event_type == "oomKill"]
+        self.assertGreater(len(pairs), 50)
+        for oom, kill in pairs:
+            self.assertEqual((oom.event_type, oom.timestamp_ns), ("oom", kill.timestamp_ns))
+            self.assertEqual(oom.container_name, kill.container_name)
 
 
 class GeneratorTests(unittest.TestCase):

@@ -192,6 +192,7 @@ class Simulator:
                 break
             container = rng.choice(self.container_pool)
             if event_type in OOM_TYPES and len(events) + 2 <= n:
+                container = self._task_cgroup(container, rng)
                 details = random_event_details(rng, "oomKill", self.deletion_exit_codes)
                 victim = container if rng.random() < 0.8 else (self.cluster.pod_cgroup_of(container) or container)
                 events.extend(self.emit_oom(container, details["process_name"], details["pid"],
@@ -200,6 +201,17 @@ class Simulator:
                 event_type = "containerDeletion" if container in self.cluster.alive else "containerCreation"
                 events.append(self.emit(container, event_type, **random_event_details(rng, event_type, self.deletion_exit_codes)))
         return events
+
+    def _task_cgroup(self, container: str, rng: random.Random) -> str:
+        """A cgroup a killed task can live in: not a pod-level cgroup, which holds only
+        its containers' cgroups (cgroup v2's no-internal-process rule), so an ``oom``
+        never names one; ``container`` itself when the pool holds nothing else."""
+        for _ in range(8):
+            known = self.cluster.known.get(container)
+            if known is None or known.kind != "pod":
+                return container
+            container = rng.choice(self.container_pool)
+        return container
 
     def fill_history(self, n: int, containers: Union[None, int, Sequence[str]] = None,
                      rng: Optional[random.Random] = None) -> list[SimulatedEvent]:
@@ -215,10 +227,11 @@ class Simulator:
         by_type: dict[str, list[SimulatedEvent]] = collections.defaultdict(list)
         events = []
         kill_details = None
+        drawn = -1  # names are used in turn; an oomKill takes its oom's
         for index, (offset, event_type) in enumerate(zip(sorted(rng.sample(range(span), n)),
                                                          rng.choices(types, weights, k=n))):
-            if kill_details is not None:  # the second of an OOM pair: oomKill, same time
-                event = SimulatedEvent.create(names[index % len(names)], "oomKill", events[-1].timestamp_ns,
+            if kill_details is not None:  # the second of an OOM pair: oomKill, same time, same cgroup
+                event = SimulatedEvent.create(events[-1].container_name, "oomKill", events[-1].timestamp_ns,
                                               self.tz_offset_minutes, **kill_details)
                 kill_details = None
             else:
@@ -226,7 +239,8 @@ class Simulator:
                     event_type = "oom" if index + 1 < n else "containerCreation"
                 if event_type == "oom":
                     kill_details = random_event_details(rng, "oomKill", self.deletion_exit_codes)
-                event = SimulatedEvent.create(names[index % len(names)], event_type, first + offset,
+                drawn += 1
+                event = SimulatedEvent.create(names[drawn % len(names)], event_type, first + offset,
                                               self.tz_offset_minutes, **random_event_details(rng, event_type, self.deletion_exit_codes))
             if event.event_type in OOM_TYPES:
                 self._kernel_log.append((event.timestamp_ns + self._oom_error_ns, event, True))
