@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import sys
 from typing import Dict, List, Optional, Sequence
 from urllib.parse import urlencode
@@ -24,19 +23,12 @@ from urllib.parse import urlencode
 from twisted.internet import defer, error, protocol, reactor
 from twisted.trial import unittest
 
-from .support import http_client, until
+from .support import free_port, http_client, until
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #: How long a child process has to stop after SIGTERM before it is killed.
 STOP_TIMEOUT = 5.0
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now (the kernel's choice; a child binds it soon after)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PromQLError(Exception):
