@@ -2,9 +2,9 @@
 
 The status page draws its charts from :class:`Activity`, a bounded ring of
 per-minute counts (:data:`MINUTES` of them) by event type. Nothing is added
-on the per-event path but one increment of a per-type total
-(:attr:`~cadvisor_events.counters.EventCounters.counted`); a timer
-(:meth:`Activity.sample`, every :data:`SAMPLE_SECONDS`) moves what was
+on the per-event path: a timer (:meth:`Activity.sample`, every
+:data:`SAMPLE_SECONDS`) reads the per-type totals
+(:meth:`~cadvisor_events.counters.EventCounters.counted`) and moves what was
 counted since the last sample into the current minute, so an event is
 charted in the minute it was *counted* (a backfill after a reconnect shows in
 the minute it caught up). OOM kills are the ``oomKill`` counts. Memory is
@@ -19,7 +19,7 @@ This module never does I/O and never reads a clock but the one it is given.
 from __future__ import annotations
 
 from collections import deque
-from typing import Deque, Dict, List, Mapping, Optional, Tuple
+from typing import Callable, Deque, Dict, List, Mapping, Optional, Tuple
 
 __all__ = ["Activity", "MINUTES", "SAMPLE_SECONDS", "STATE_CHANGES", "note_state_change", "OOM_KILL"]
 
@@ -45,12 +45,12 @@ def note_state_change(changes: List[StateChange], when: float, state: str, reaso
 class Activity:
     """The fleet's events per minute by type over the last :data:`MINUTES` minutes.
 
-    ``totals`` is the live dict of events counted per type since the process
-    started (the event counters' :attr:`counted`); :meth:`sample` reads it.
+    ``totals`` returns the events counted per type since the process
+    started (the event counters' :meth:`counted`); :meth:`sample` calls it.
     ``started`` is when the exporter started (for the uptime).
     """
 
-    def __init__(self, totals: Mapping[str, int], clock, *, minutes: int = MINUTES) -> None:
+    def __init__(self, totals: Callable[[], Mapping[str, int]], clock, *, minutes: int = MINUTES) -> None:
         self.totals = totals
         self.clock = clock
         self.minutes = minutes
@@ -59,7 +59,7 @@ class Activity:
         self.ring: Deque[Tuple[int, Dict[str, int]]] = deque(maxlen=minutes)
         #: (clock seconds, events counted in all) at the last samples, for the rate.
         self.samples: Deque[Tuple[float, int]] = deque(maxlen=int(60 / (SAMPLE_SECONDS / 2)) + 2)
-        self._last: Dict[str, int] = dict(totals)
+        self._last: Dict[str, int] = dict(totals())
         self.samples.append((self.started, sum(self._last.values())))
 
     def sample(self) -> None:
@@ -72,7 +72,7 @@ class Activity:
         bucket = ring[-1][1]
         last = self._last
         total = 0
-        for kind, count in list(self.totals.items()):
+        for kind, count in list(self.totals().items()):
             total += count
             moved = count - last.get(kind, 0)
             if moved:

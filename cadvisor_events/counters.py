@@ -47,13 +47,15 @@ class Series:
 
     ``host.lines[index]`` is ``name{labels} value\n`` as of ``rendered`` (the
     count it shows); its first ``cut`` bytes, the label part, are rendered once.
+    ``tallied`` is the count as of the last :meth:`EventCounters.counted`.
     """
 
-    __slots__ = ("count", "rendered", "cut", "index", "host", "key")
+    __slots__ = ("count", "rendered", "tallied", "cut", "index", "host", "key")
 
     def __init__(self, host: "HostCounters", key: SeriesKey, cut: int, index: int) -> None:
         self.count = 0
         self.rendered = 0
+        self.tallied = 0
         self.cut = cut
         self.index = index
         self.host = host
@@ -98,10 +100,16 @@ class HostCounters:
         """Count one accepted event (called once per event: keep it lean)."""
         self.count_key(counting_key(event))
 
-    def count_key(self, key: SeriesKey) -> None:
-        """Count one accepted event under ``key`` (its counting key, or a longer series key)."""
+    def count_key(self, key: SeriesKey, new: bool = True) -> bool:
+        """Count one accepted event under ``key`` (its counting key, or a longer series key).
+
+        With ``new`` false, count only into an existing series and say whether there was one
+        (a caller that must decide before a series is born so asks once, not twice per event).
+        """
         series = self.series.get(key)
         if series is None:
+            if not new:
+                return False
             series = self._store._add(self, key)
         else:
             self._lru.move_to_end(series)
@@ -113,13 +121,12 @@ class HostCounters:
                 dirty.append(series)
         series.count += 1
         event_type = key[1]
-        counted = self._store.counted  # the status page's per-minute chart (activity.py)
-        counted[event_type] = counted.get(event_type, 0) + 1
         if event_type == DELETION:
             self.deleted[key[0]] = self._clock.seconds()
         elif event_type == CREATION and self.deleted:
             # ``docker restart`` deletes and re-creates the same cgroup name.
             self.deleted.pop(key[0], None)
+        return True
 
     def render_prefix(self, key: SeriesKey) -> bytes:
         """A new series' line up to its value; its labels are fixed from here on."""
@@ -155,6 +162,7 @@ class HostCounters:
 
     def _forget(self, series: Series) -> None:
         """Drop ``series`` from this host's lines (its slot is reused)."""
+        self._store._tally(series)
         del self.series[series.key]
         self.lines[series.index] = b""
         if self.free is None:
@@ -190,8 +198,8 @@ class EventCounters:
         #: such as the OOM kill counters: one fast path for every big family.
         self.families_after: List = []
         self.evicted: Dict[str, int] = {"ttl": 0, "max_series": 0, "target_removed": 0}
-        #: Events counted per type since start, read by :class:`~cadvisor_events.activity.Activity`.
-        self.counted: Dict[str, int] = {}
+        #: Events per type of the series as of their last tally, and of forgotten series.
+        self._counted: Dict[str, int] = {}
         #: Every series in least-recently-updated-first order (values unused).
         self._lru: "OrderedDict[Series, None]" = OrderedDict()
 
@@ -218,9 +226,29 @@ class EventCounters:
         if counters is None:
             return
         for series in counters.series.values():
+            self._tally(series)
             del self._lru[series]
         self.evicted["target_removed"] += len(counters.series)
         counters.series = _EMPTY
+
+    def counted(self) -> Dict[str, int]:
+        """Events counted per type since start (read by :class:`~cadvisor_events.activity.Activity`
+        every few seconds), summed here rather than bumped once per event: the series counted
+        since the last call are the newest in the least-recently-updated order, so the walk
+        from the newest end stops at the first series with nothing new (older ones have
+        nothing new either). Forgotten series were summed as they went."""
+        for series in reversed(self._lru):
+            if series.count == series.tallied:
+                break
+            self._tally(series)
+        return self._counted
+
+    def _tally(self, series: Series) -> None:
+        moved = series.count - series.tallied
+        if moved:
+            series.tallied = series.count
+            kind = series.key[1]
+            self._counted[kind] = self._counted.get(kind, 0) + moved
 
     @property
     def series_count(self) -> int:

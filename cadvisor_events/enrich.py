@@ -34,7 +34,7 @@ still pairs OOMs for the OOM kill families. It never does I/O itself.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -77,6 +77,10 @@ def _is_container(cgroup: str) -> bool:
     return known
 
 
+def _ignore(cgroup: str) -> None:
+    pass
+
+
 def render_identity(identity: Identity) -> str:
     """``namespace="..",pod="..",container="..",image="..",name="..",`` then the
     ``container_label_*`` pairs: the labels a series of this container is born with."""
@@ -95,7 +99,7 @@ class HostEnricher:
 
     __slots__ = ("host", "counters", "kills", "specs", "max_waiting", "waiting", "waiting_events",
                  "_clock", "_last_oom", "_held", "_held_call", "_listing", "_victims", "_closed",
-                 "_learned_meanwhile")
+                 "_learned_meanwhile", "created")
 
     def __init__(self, counters: HostCounters, kills: HostOomKills, specs: Optional["HostSpecs"], clock,
                  *, max_waiting: int = MAX_WAITING) -> None:
@@ -120,6 +124,11 @@ class HostEnricher:
         self._closed = False
         #: Containers learned while a listing and its backfill run, made known after it.
         self._learned_meanwhile: Optional[List[Tuple[str, Identity]]] = None
+        #: The follower's call for each ``containerCreation`` on the stream: fetch its spec now,
+        #: before it is gone. The specs' own ``fetch`` (coalesced there), called without a hop
+        #: through this class: a stream announces creations by the thousand. Nothing without
+        #: specs or once closed.
+        self.created: Callable[[str], None] = _ignore if specs is None else specs.fetch
         if specs is not None:
             counters.label_source = self._series_labels
             specs.on_learned = self._learned
@@ -157,14 +166,8 @@ class HostEnricher:
 
     @property
     def fetches_specs(self) -> bool:
-        """Whether :meth:`created` does anything (not without specs): a follower asks once."""
+        """Whether :attr:`created` does anything (not without specs): a follower asks once."""
         return self.specs is not None
-
-    def created(self, cgroup: str) -> None:
-        """A ``containerCreation`` arrived on the stream: fetch its spec now, before it is gone."""
-        specs = self.specs
-        if specs is not None and not self._closed:
-            specs.fetch(cgroup)  # coalesced there: cached or asked already, no new request
 
     def count(self, event: Event) -> None:
         """Count one accepted event (in the follower's order; once per event: keep it lean)."""
@@ -187,13 +190,11 @@ class HostEnricher:
             self._last_oom = event
         specs = self.specs
         if specs is not None:
-            if not self.waiting:
-                key = counting_key(event)
-                if key in self.counters.series:  # labels fixed long ago, nothing waits: count now
-                    self.counters.count_key(key)
-                    if kind == DELETION:
-                        specs.deleted(event.container_name)
-                    return
+            # Nothing waits and the series has its labels already: count now.
+            if not self.waiting and self.counters.count_key(counting_key(event), new=False):
+                if kind == DELETION:
+                    specs.deleted(event.container_name)
+                return
             self._route(event, None)
             return
         # Without specs nothing waits: :meth:`_apply`, inlined for the hot path.
@@ -206,6 +207,7 @@ class HostEnricher:
     def close(self) -> None:
         """The host is no longer followed: count nothing more."""
         self._closed = True
+        self.created = _ignore
         if self._held_call is not None and self._held_call.active():
             self._held_call.cancel()
         self._held = self._held_call = None

@@ -190,12 +190,15 @@ class HostSpecs:
             if fetch is not None:  # its spec may still arrive: kept from then on, for the retention
                 fetch.deleted = True
             return
-        retention = self.store.retention
-        deadline = self.store.clock.seconds() + retention if retention > 0 else float("inf")
-        if self._deleted is _EMPTY:
-            self._deleted = {}
-        self._deleted.pop(cgroup, None)  # re-inserted: deletion order stays oldest first
-        self._deleted[cgroup] = deadline
+        store = self.store
+        retention = store.retention
+        deadline = store.clock.seconds() + retention if retention > 0 else float("inf")
+        deleted = self._deleted
+        if deleted is _EMPTY:
+            deleted = self._deleted = {}
+        elif cgroup in deleted:  # (not after a creation, the usual case: it undeleted it)
+            del deleted[cgroup]  # re-inserted: deletion order stays oldest first
+        deleted[cgroup] = deadline
         if cgroup not in self._recorded:
             if self._recorded is _EMPTY:
                 self._recorded = {}

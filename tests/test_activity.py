@@ -24,7 +24,7 @@ class ActivityTests(unittest.TestCase):
     def test_counting_feeds_the_totals_by_type(self):
         counted(self.counters, "oomKill", 3)
         counted(self.counters, "containerCreation", 2)
-        self.assertEqual(self.counters.counted, {"oomKill": 3, "containerCreation": 2})
+        self.assertEqual(self.counters.counted(), {"oomKill": 3, "containerCreation": 2})
 
     def test_events_land_in_the_minute_they_were_sampled(self):
         counted(self.counters, "oomKill", 2)

@@ -1,5 +1,7 @@
 """Tests for cadvisor_events.counters: counting, retention, the cap, rendering."""
 
+import random
+
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.task import Clock
 from twisted.trial import unittest
@@ -103,6 +105,26 @@ class CountingTests(unittest.TestCase):
         self.assertIn("/docker/0", keys)
         self.assertIn("/docker/new", keys)
         self.assertEqual(self.counters.evicted["max_series"], 1)
+
+    def test_counted_by_type_holds_every_count_read_at_any_time(self):
+        rng = random.Random(7)
+        truth: dict = {}
+        types = ("oom", "oomKill", "containerCreation", "containerDeletion")
+        for step in range(3000):
+            host = self.counters.host(f"h:{rng.randrange(3)}")
+            kind = rng.choice(types)
+            host.count(event(f"/docker/{rng.randrange(8)}", kind))  # 96 keys over a cap of 10
+            truth[kind] = truth.get(kind, 0) + 1
+            if step % 500 == 499:
+                self.counters.remove_host("h:2")  # counted just now, then forgotten
+            if rng.random() < 0.05:
+                self.clock.advance(101)
+                self.counters.expire()
+            if rng.random() < 0.1:
+                self.assertEqual(self.counters.counted(), truth)
+        self.assertGreater(self.counters.evicted["max_series"], 0)
+        self.assertGreater(self.counters.evicted["ttl"], 0)
+        self.assertEqual(self.counters.counted(), truth)
 
     def test_remove_host_drops_its_series(self):
         self.counters.host("a:1").count(event("/docker/1", "oom"))
