@@ -597,3 +597,35 @@ def connections_to(server: Dnsmasq) -> list:
 def _user() -> str:
     """The user dnsmasq runs as: ourselves (it drops to ``nobody`` by default, as root)."""
     return pwd.getpwuid(os.getuid()).pw_name
+
+
+def parse_exporter_options(*argv: str, env: Optional[Dict[str, str]] = None,
+                           hostname: Optional[str] = None):
+    """``tap.Options`` parsed from ``argv`` with exactly ``env``'s CADVISOR_EVENTS_* variables
+    (none of the test process's), on host ``hostname`` when given (for ``--shard auto``)."""
+    from cadvisor_events import tap
+
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith(tap.ENV_PREFIX)}
+    os.environ.update(env or {})
+    try:
+        options = tap.Options()
+        if hostname is not None:
+            options.hostname = lambda: hostname  # type: ignore[method-assign]
+        options.parseOptions(list(argv))
+        return options
+    finally:
+        for key in [k for k in os.environ if k.startswith(tap.ENV_PREFIX)]:
+            del os.environ[key]
+        os.environ.update(saved)
+
+
+def fleet_of(up: int, down: int, connecting: int = 0) -> "FakeFleet":
+    """A fake fleet: ``up`` hosts up, ``down`` refusing connections, ``connecting`` never tried;
+    alternately labelled zone=us / zone=eu."""
+    followers = [FakeFollower(f"up-{i:05d}:8080") for i in range(up)]
+    followers += [FakeFollower(f"down-{i:05d}:8080", up=False,
+                               last_error=f"http://down-{i:05d}:8080: connection refused") for i in range(down)]
+    followers += [FakeFollower(f"new-{i:05d}:8080", up=False, state="connecting", last_error=None)
+                  for i in range(connecting)]
+    labels = {f.target.name: (("zone", "eu" if i % 2 else "us"),) for i, f in enumerate(followers)}
+    return FakeFleet(followers, labels)

@@ -47,7 +47,7 @@ from cadvisor_events.dnstargets import parse_dns_name
 from cadvisor_events.simulator import Simulator
 from cadvisor_events.targets import parse_file_sd, shard_of
 
-from .support import Dnsmasq, figures, free_port, self_signed, server_options, until
+from .support import Dnsmasq, figures, free_port, parse_exporter_options, self_signed, server_options, until
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEPLOY = os.path.join(REPO, "deploy")
@@ -165,24 +165,7 @@ def kustomize(directory: str) -> List[dict]:
 def parse_exporter_args(container: dict, hostname: str = "cadvisor-events-0") -> tap.Options:
     """The container's args and plain env as ``twistd cadvisor-events`` parses them, on host ``hostname``."""
     env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
-    return parse_options(container.get("args", []), env, hostname)
-
-
-def parse_options(argv: List[str], env: Dict[str, str], hostname: str = "host") -> tap.Options:
-    saved = {k: v for k, v in os.environ.items() if k.startswith(tap.ENV_PREFIX)}
-    for key in saved:
-        del os.environ[key]
-    os.environ.update(env)
-    try:
-        options = tap.Options()
-        options.hostname = lambda: hostname  # type: ignore[method-assign]
-        options.parseOptions(list(argv))
-        return options
-    finally:
-        for key in list(os.environ):
-            if key.startswith(tap.ENV_PREFIX):
-                del os.environ[key]
-        os.environ.update(saved)
+    return parse_exporter_options(*container.get("args", []), env=env, hostname=hostname)
 
 
 def dockerfile_user() -> Tuple[int, int]:
@@ -561,9 +544,9 @@ class CentralModeTests(unittest.TestCase):
         replicas = []
         self.addCleanup(gc.collect)  # an error while stopping counts here (see the probes test)
         for ordinal in range(statefulset["spec"]["replicas"]):
-            options = parse_options(
-                [*args, "--listen", "tcp:0:interface=127.0.0.1", "--dns-server", f"127.0.0.1:{server.port}"],
-                env, hostname=f"{statefulset['metadata']['name']}-{ordinal}")
+            options = parse_exporter_options(
+                *args, "--listen", "tcp:0:interface=127.0.0.1", "--dns-server", f"127.0.0.1:{server.port}",
+                env=env, hostname=f"{statefulset['metadata']['name']}-{ordinal}")
             service = tap.makeService(options, reactor=reactor)
             service.startService()
             self.addCleanup(service.stopService)
@@ -756,7 +739,7 @@ class SystemdTests(unittest.TestCase):
         self.assertTrue(targets.startswith(os.path.dirname(environment_file) + "/"))
         local = os.path.join(DEPLOY, "systemd", os.path.basename(targets))
         env["CADVISOR_EVENTS_TARGETS_FILE"] = local
-        options = parse_options(argv, env)
+        options = parse_exporter_options(*argv, env=env)
         self.assertEqual(options["targets-file"], local)
         self.assertTrue(options["no-proxy"])
         with open(local, "rb") as f:

@@ -4,17 +4,7 @@ from twisted.trial import unittest
 
 from cadvisor_events.fleetquery import DEFAULT_LIMIT, BadQuery, TargetQuery, select_targets
 
-from .support import FakeFleet, FakeFollower
-
-
-def fleet_of(up: int, down: int, connecting: int = 0) -> FakeFleet:
-    followers = [FakeFollower(f"up-{i:05d}:8080") for i in range(up)]
-    followers += [FakeFollower(f"down-{i:05d}:8080", up=False,
-                               last_error=f"http://down-{i:05d}:8080: connection refused") for i in range(down)]
-    followers += [FakeFollower(f"new-{i:05d}:8080", up=False, state="connecting", last_error=None)
-                  for i in range(connecting)]
-    labels = {f.target.name: (("zone", "eu" if i % 2 else "us"),) for i, f in enumerate(followers)}
-    return FakeFleet(followers, labels)
+from .support import fleet_of
 
 
 def query(**args) -> TargetQuery:

@@ -26,17 +26,7 @@ from cadvisor_events.selfmetrics import FleetMetrics
 from cadvisor_events.simulator import Simulator
 from cadvisor_events.web import build_root
 
-from .support import FakeFleet, FakeFollower, figures, free_port, http_client, track, transport_of, until
-
-
-def fleet_of(up: int, down: int, connecting: int = 0) -> FakeFleet:
-    followers = [FakeFollower(f"up-{i:05d}:8080") for i in range(up)]
-    followers += [FakeFollower(f"down-{i:05d}:8080", up=False,
-                               last_error=f"http://down-{i:05d}:8080: connection refused") for i in range(down)]
-    followers += [FakeFollower(f"new-{i:05d}:8080", up=False, state="connecting", last_error=None)
-                  for i in range(connecting)]
-    labels = {f.target.name: (("zone", "eu" if i % 2 else "us"),) for i, f in enumerate(followers)}
-    return FakeFleet(followers, labels)
+from .support import figures, fleet_of, free_port, http_client, track, transport_of, until
 
 
 class PagesFixture(unittest.TestCase):

@@ -19,28 +19,12 @@ from cadvisor_events.cadvisor import parse_target
 from cadvisor_events.clienttls import UnverifiedPolicyForHTTPS, client_tls_policy
 from cadvisor_events.enrich import HostEnricher
 
-from .support import http_client, self_signed, server_options, until
-
-
-def parse(*argv, env=None):
-    saved = {k: v for k, v in os.environ.items() if k.startswith(tap.ENV_PREFIX)}
-    for key in saved:
-        del os.environ[key]
-    os.environ.update(env or {})
-    try:
-        options = tap.Options()
-        options.parseOptions(list(argv))
-        return options
-    finally:
-        for key in list(os.environ):
-            if key.startswith(tap.ENV_PREFIX):
-                del os.environ[key]
-        os.environ.update(saved)
+from .support import http_client, parse_exporter_options, self_signed, server_options, until
 
 
 class OptionsTests(unittest.TestCase):
     def test_defaults(self):
-        options = parse()
+        options = parse_exporter_options()
         self.assertEqual(options["listen"], ["tcp:8888"])
         self.assertEqual(options["target"], [])
         self.assertEqual(options["series-ttl"], 3600.0)
@@ -58,7 +42,7 @@ class OptionsTests(unittest.TestCase):
         os.makedirs(directory)
         key, cert = self_signed(directory)  # an ssl: endpoint reads its files while parsing
         ssl = f"ssl:2:privateKey={key}:certKey={cert}"
-        options = parse(
+        options = parse_exporter_options(
             "--listen", "tcp:1", "--listen", ssl,
             "--target", "a:1", "--target", "https://b:2",
         )
@@ -67,7 +51,7 @@ class OptionsTests(unittest.TestCase):
         self.assertEqual([s.target.name for s in tap.static_specs(options)], ["a:1", "b:2"])
 
     def test_values(self):
-        options = parse(
+        options = parse_exporter_options(
             "--oom-only", "--series-ttl", "0", "--max-series", "5", "--shard", "2/3",
             "--proxy-default", "h", "--upstream-timeout", "1.5", "--no-history-seed",
             "--max-clock-skew", "0",
@@ -82,8 +66,8 @@ class OptionsTests(unittest.TestCase):
         self.assertEqual(options["upstream-timeout"], 1.5)
 
     def test_no_default_target_with_a_file_or_demo(self):
-        self.assertEqual(tap.static_specs(parse("--targets-file", "/nonexistent.json")), [])
-        self.assertEqual(tap.static_specs(parse("--demo")), [])
+        self.assertEqual(tap.static_specs(parse_exporter_options("--targets-file", "/nonexistent.json")), [])
+        self.assertEqual(tap.static_specs(parse_exporter_options("--demo")), [])
 
     def test_bad_values_are_usage_errors(self):
         for argv, words in [
@@ -101,11 +85,11 @@ class OptionsTests(unittest.TestCase):
             (["--bogus"], "bogus"),
         ]:
             with self.assertRaises(usage.UsageError, msg=argv) as e:
-                parse(*argv)
+                parse_exporter_options(*argv)
             self.assertIn(words, str(e.exception), argv)
 
     def test_environment(self):
-        options = parse(
+        options = parse_exporter_options(
             env={
                 "CADVISOR_EVENTS_TARGET": "a:1, b:2",
                 "CADVISOR_EVENTS_LISTEN": "tcp:9",
@@ -121,7 +105,7 @@ class OptionsTests(unittest.TestCase):
         self.assertEqual(options["shard"], (1, 2))
 
     def test_command_line_beats_environment(self):
-        options = parse(
+        options = parse_exporter_options(
             "--target", "c:3", "--series-ttl", "5",
             env={"CADVISOR_EVENTS_TARGET": "a:1", "CADVISOR_EVENTS_SERIES_TTL": "60"},
         )
@@ -130,10 +114,10 @@ class OptionsTests(unittest.TestCase):
 
     def test_bad_environment_value_is_a_usage_error(self):
         with self.assertRaises(usage.UsageError):
-            parse(env={"CADVISOR_EVENTS_MAX_SERIES": "many"})
+            parse_exporter_options(env={"CADVISOR_EVENTS_MAX_SERIES": "many"})
 
     def test_listen_shorthands(self):
-        options = parse("--listen", "9100", "--listen", ":9101", "--listen", "127.0.0.1:9102",
+        options = parse_exporter_options("--listen", "9100", "--listen", ":9101", "--listen", "127.0.0.1:9102",
                         "--listen", "[::1]:9103", "--listen", "unix:/tmp/x.sock")
         self.assertEqual(options["listen"], ["tcp:9100", "tcp:9101", "tcp:9102:interface=127.0.0.1",
                                              r"tcp6:9103:interface=\:\:1", "unix:/tmp/x.sock"])
@@ -150,16 +134,16 @@ class OptionsTests(unittest.TestCase):
             ("300.1.1.1:80", "not an IP address"),
         ]:
             with self.assertRaises(usage.UsageError, msg=value) as e:
-                parse("--listen", value)
+                parse_exporter_options("--listen", value)
             self.assertIn(f"--listen {value!r}", str(e.exception))
             self.assertIn(words, str(e.exception), value)
 
     def test_listen_from_the_environment(self):
-        options = parse(env={"CADVISOR_EVENTS_LISTEN": ":9100, [::1]:9101, tcp:9102"})
+        options = parse_exporter_options(env={"CADVISOR_EVENTS_LISTEN": ":9100, [::1]:9101, tcp:9102"})
         self.assertEqual(options["listen"], ["tcp:9100", r"tcp6:9101:interface=\:\:1", "tcp:9102"])
-        self.assertEqual(parse("--listen", "1", env={"CADVISOR_EVENTS_LISTEN": ":9100"})["listen"], ["tcp:1"])
+        self.assertEqual(parse_exporter_options("--listen", "1", env={"CADVISOR_EVENTS_LISTEN": ":9100"})["listen"], ["tcp:1"])
         with self.assertRaises(usage.UsageError) as e:
-            parse(env={"CADVISOR_EVENTS_LISTEN": "tcp:9100, carrier-pigeon:1"})
+            parse_exporter_options(env={"CADVISOR_EVENTS_LISTEN": "tcp:9100, carrier-pigeon:1"})
         self.assertIn("--listen 'carrier-pigeon:1'", str(e.exception))
 
     TIME_OPTIONS = ("series-ttl", "upstream-timeout", "connect-timeout", "max-clock-skew", "backfill-overlap")
@@ -168,14 +152,14 @@ class OptionsTests(unittest.TestCase):
         for text, value in [("90s", 90.0), ("5m", 300.0), ("1h30m", 5400.0), ("1d", 86400.0),
                             ("1w", 604800.0), ("500ms", 0.5), ("1.5", 1.5), ("2", 2.0)]:
             argv = [arg for name in self.TIME_OPTIONS for arg in (f"--{name}", text)]
-            options = parse(*argv)
+            options = parse_exporter_options(*argv)
             self.assertEqual([options[name] for name in self.TIME_OPTIONS], [value] * 5, text)
 
     def test_time_options_take_durations_from_the_environment(self):
         env = {tap.ENV_PREFIX + name.upper().replace("-", "_"): "1h30m" for name in self.TIME_OPTIONS}
-        options = parse(env=env)
+        options = parse_exporter_options(env=env)
         self.assertEqual([options[name] for name in self.TIME_OPTIONS], [5400.0] * 5)
-        self.assertEqual(parse("--series-ttl", "90s", env=env)["series-ttl"], 90.0)
+        self.assertEqual(parse_exporter_options("--series-ttl", "90s", env=env)["series-ttl"], 90.0)
 
     def test_bad_durations_name_the_option(self):
         for name in self.TIME_OPTIONS:
@@ -185,9 +169,9 @@ class OptionsTests(unittest.TestCase):
                 for how in ("command line", "environment"):
                     with self.assertRaises(usage.UsageError, msg=(name, text, how)) as e:
                         if how == "command line":
-                            parse(f"--{name}", text)
+                            parse_exporter_options(f"--{name}", text)
                         else:
-                            parse(env={tap.ENV_PREFIX + name.upper().replace("-", "_"): text})
+                            parse_exporter_options(env={tap.ENV_PREFIX + name.upper().replace("-", "_"): text})
                     self.assertIn(f"--{name} ", str(e.exception))
                     self.assertIn(words, str(e.exception), (name, text, how))
 
@@ -195,7 +179,7 @@ class OptionsTests(unittest.TestCase):
 class MakeServiceTests(unittest.TestCase):
     def test_wires_listeners_and_followers(self):
         reactor = MemoryReactorClock()
-        options = parse("--listen", "tcp:0:interface=127.0.0.1", "--target", "127.0.0.1:1")
+        options = parse_exporter_options("--listen", "tcp:0:interface=127.0.0.1", "--target", "127.0.0.1:1")
         service = tap.makeService(options, reactor=reactor)
         self.assertIsInstance(service, MultiService)
         service.startService()
@@ -212,7 +196,7 @@ class MakeServiceTests(unittest.TestCase):
 
     def test_listen_shorthands_listen_where_they_say(self):
         reactor = MemoryReactorClock()
-        options = parse("--listen", ":9100", "--listen", "127.0.0.1:9101", "--listen", "[::1]:9102",
+        options = parse_exporter_options("--listen", ":9100", "--listen", "127.0.0.1:9101", "--listen", "[::1]:9102",
                         "--target", "127.0.0.1:1")
         service = tap.makeService(options, reactor=reactor)
         service.startService()
@@ -221,7 +205,7 @@ class MakeServiceTests(unittest.TestCase):
                          [(9100, ""), (9101, "127.0.0.1"), (9102, "::1")])
 
     def test_backfill_overlap_reaches_every_follower(self):
-        options = parse("--listen", "tcp:0:interface=127.0.0.1", "--target", "127.0.0.1:1",
+        options = parse_exporter_options("--listen", "tcp:0:interface=127.0.0.1", "--target", "127.0.0.1:1",
                         "--backfill-overlap", "250ms")
         service = tap.makeService(options, reactor=MemoryReactorClock())
         service.startService()
@@ -230,7 +214,7 @@ class MakeServiceTests(unittest.TestCase):
         self.assertEqual(fleet.followers["127.0.0.1:1"].backfill_overlap, 0.25)
 
     def test_max_clock_skew_zero_trusts_every_timestamp(self):
-        options = parse("--listen", "tcp:0:interface=127.0.0.1", "--target", "127.0.0.1:1",
+        options = parse_exporter_options("--listen", "tcp:0:interface=127.0.0.1", "--target", "127.0.0.1:1",
                         "--max-clock-skew", "0")
         service = tap.makeService(options, reactor=MemoryReactorClock())
         service.startService()
@@ -248,7 +232,7 @@ def write(test, text: str) -> str:
 
 class SecurityOptionsTests(unittest.TestCase):
     def test_defaults(self):
-        options = parse()
+        options = parse_exporter_options()
         self.assertTrue(options["proxy-allow"].open)
         self.assertFalse(options["no-proxy"])
         self.assertFalse(options["insecure-skip-verify"])
@@ -262,7 +246,7 @@ class SecurityOptionsTests(unittest.TestCase):
         os.makedirs(directory)
         _, cert = self_signed(directory)
         line = f"alice:{hash_password('pw', iterations=10_000)}\n"
-        options = parse(
+        options = parse_exporter_options(
             "--proxy-allow", "10.0.0.0/8", "--proxy-allow", "cadvisor.local", "--ca-file", cert,
             "--auth-file", write(self, line), "--proxy-concurrency", "9", "--max-history-bytes", "64MiB",
             "--no-proxy",
@@ -272,11 +256,11 @@ class SecurityOptionsTests(unittest.TestCase):
         self.assertEqual(options["proxy-concurrency"], 9)
         self.assertEqual(options["max-history-bytes"], 64 << 20)
         self.assertTrue(options["no-proxy"])
-        self.assertIsInstance(parse("--insecure-skip-verify")["tls-policy"], UnverifiedPolicyForHTTPS)
+        self.assertIsInstance(parse_exporter_options("--insecure-skip-verify")["tls-policy"], UnverifiedPolicyForHTTPS)
 
     def test_environment(self):
         line = f"alice:{hash_password('pw', iterations=10_000)}\n"
-        options = parse(env={
+        options = parse_exporter_options(env={
             "CADVISOR_EVENTS_PROXY_ALLOW": "10.0.0.0/8, fd00::/8",
             "CADVISOR_EVENTS_NO_PROXY": "1",
             "CADVISOR_EVENTS_INSECURE_SKIP_VERIFY": "true",
@@ -289,7 +273,7 @@ class SecurityOptionsTests(unittest.TestCase):
         self.assertEqual(list(options["auth-users"]), ["alice"])
         self.assertEqual((options["proxy-concurrency"], options["max-history-bytes"]), (2, 1 << 30))
         self.assertEqual(
-            parse("--proxy-allow", "h", env={"CADVISOR_EVENTS_PROXY_ALLOW": "10.0.0.0/8"})["proxy-allow"].describe(),
+            parse_exporter_options("--proxy-allow", "h", env={"CADVISOR_EVENTS_PROXY_ALLOW": "10.0.0.0/8"})["proxy-allow"].describe(),
             "h",
         )
 
@@ -313,7 +297,7 @@ class SecurityOptionsTests(unittest.TestCase):
         ]:
             self.patch(auth, "bcrypt", None)
             with self.assertRaises(usage.UsageError, msg=argv) as e:
-                parse(*argv)
+                parse_exporter_options(*argv)
             self.assertIn(words, str(e.exception), argv)
 
 
@@ -325,7 +309,7 @@ class RunningService:
         globalLogPublisher.addObserver(self.events.append)
         test.addCleanup(globalLogPublisher.removeObserver, self.events.append)
         empty = write(test, "[]")
-        options = parse("--listen", listen, "--targets-file", empty, *argv)
+        options = parse_exporter_options("--listen", listen, "--targets-file", empty, *argv)
         self.service = tap.makeService(options, reactor=reactor)
         self.service.startService()
         test.addCleanup(self.service.stopService)
@@ -404,7 +388,7 @@ class ServiceWiringTests(unittest.TestCase):
 
     def test_followers_get_the_history_limit(self):
         reactor_ = MemoryReactorClock()
-        options = parse("--listen", "tcp:0", "--target", "127.0.0.1:1", "--max-history-bytes", "1MiB")
+        options = parse_exporter_options("--listen", "tcp:0", "--target", "127.0.0.1:1", "--max-history-bytes", "1MiB")
         service = tap.makeService(options, reactor=reactor_)
         service.startService()
         self.addCleanup(service.stopService)
@@ -553,7 +537,7 @@ class DiscoveryAndShardOptionsTests(unittest.TestCase):
     """--target-dns, --dns-server, --dns-refresh, --shard auto and --shards as options."""
 
     def test_dns_options(self):
-        options = parse("--target-dns", "cadvisor.monitoring.svc.cluster.local",
+        options = parse_exporter_options("--target-dns", "cadvisor.monitoring.svc.cluster.local",
                         "--target-dns", "_http._tcp.cadvisor.test", "--dns-server", "10.96.0.10",
                         "--dns-server", "[::1]:5353", "--dns-refresh", "1m")
         self.assertEqual([(n.name, n.port) for n in options["target-dns"]],
@@ -561,16 +545,16 @@ class DiscoveryAndShardOptionsTests(unittest.TestCase):
         self.assertEqual(options["dns-server"], [("10.96.0.10", 53), ("::1", 5353)])
         self.assertEqual(options["dns-refresh"], 60.0)
         self.assertEqual(tap.static_specs(options), [])  # DNS is a source: no default target
-        self.assertEqual(parse()["dns-refresh"], 30.0)
+        self.assertEqual(parse_exporter_options()["dns-refresh"], 30.0)
 
     def test_dns_options_from_the_environment(self):
-        options = parse(env={"CADVISOR_EVENTS_TARGET_DNS": "a.test, b.test:9000",
+        options = parse_exporter_options(env={"CADVISOR_EVENTS_TARGET_DNS": "a.test, b.test:9000",
                              "CADVISOR_EVENTS_DNS_SERVER": "127.0.0.1:5353",
                              "CADVISOR_EVENTS_DNS_REFRESH": "10s"})
         self.assertEqual([(n.name, n.port) for n in options["target-dns"]], [("a.test", 8080), ("b.test", 9000)])
         self.assertEqual(options["dns-server"], [("127.0.0.1", 5353)])
         self.assertEqual(options["dns-refresh"], 10.0)
-        options = parse("--target-dns", "c.test", env={"CADVISOR_EVENTS_TARGET_DNS": "a.test"})
+        options = parse_exporter_options("--target-dns", "c.test", env={"CADVISOR_EVENTS_TARGET_DNS": "a.test"})
         self.assertEqual([n.name for n in options["target-dns"]], ["c.test"])
 
     def test_bad_dns_options(self):
@@ -583,16 +567,16 @@ class DiscoveryAndShardOptionsTests(unittest.TestCase):
             (["--dns-refresh", "soon"], "--dns-refresh takes"),
         ]:
             with self.assertRaises(usage.UsageError, msg=argv) as e:
-                parse(*argv)
+                parse_exporter_options(*argv)
             self.assertIn(words, str(e.exception), argv)
 
     def test_shard_auto(self):
         self.patch(tap.Options, "hostname", staticmethod(lambda: "cadvisor-events-2"))
-        self.assertEqual(parse("--shard", "auto", "--shards", "3")["shard"], (2, 3))
-        self.assertEqual(parse(env={"CADVISOR_EVENTS_SHARD": "auto", "CADVISOR_EVENTS_SHARDS": "5"})["shard"],
+        self.assertEqual(parse_exporter_options("--shard", "auto", "--shards", "3")["shard"], (2, 3))
+        self.assertEqual(parse_exporter_options(env={"CADVISOR_EVENTS_SHARD": "auto", "CADVISOR_EVENTS_SHARDS": "5"})["shard"],
                          (2, 5))
-        self.assertEqual(parse("--shard", "auto", env={"CADVISOR_EVENTS_SHARDS": "4"})["shard"], (2, 4))
-        self.assertEqual(parse("--shard", "1/4", "--shards", "4")["shard"], (1, 4))
+        self.assertEqual(parse_exporter_options("--shard", "auto", env={"CADVISOR_EVENTS_SHARDS": "4"})["shard"], (2, 4))
+        self.assertEqual(parse_exporter_options("--shard", "1/4", "--shards", "4")["shard"], (1, 4))
         for argv, env, words in [
             (["--shard", "auto"], {}, "--shard auto needs --shards N"),
             (["--shard", "auto", "--shards", "2"], {}, "ordinal is 2"),
@@ -602,16 +586,16 @@ class DiscoveryAndShardOptionsTests(unittest.TestCase):
             (["--shard", "0/2", "--shards", "3"], {}, "--shard 0/2 says 2 shards but --shards says 3"),
         ]:
             with self.assertRaises(usage.UsageError, msg=argv) as e:
-                parse(*argv, env=env)
+                parse_exporter_options(*argv, env=env)
             self.assertIn(words, str(e.exception), argv)
         self.patch(tap.Options, "hostname", staticmethod(lambda: "laptop"))
         with self.assertRaises(usage.UsageError) as e:
-            parse("--shard", "auto", "--shards", "3")
+            parse_exporter_options("--shard", "auto", "--shards", "3")
         self.assertIn("does not end in -N", str(e.exception))
 
     def test_makeservice_adds_dns_discovery(self):
         reactor = MemoryReactorClock()
-        options = parse("--listen", "tcp:0:interface=127.0.0.1", "--target-dns", "cadvisor.test",
+        options = parse_exporter_options("--listen", "tcp:0:interface=127.0.0.1", "--target-dns", "cadvisor.test",
                         "--dns-server", "127.0.0.1:5353")
         from cadvisor_events.dnstargets import DnsTargets
 
@@ -624,19 +608,19 @@ class DiscoveryAndShardOptionsTests(unittest.TestCase):
 
 class EnrichmentOptionsTests(unittest.TestCase):
     def test_container_labels_and_no_enrich(self):
-        options = parse("--container-label", "app", "--container-label", "app.kubernetes.io/name",
+        options = parse_exporter_options("--container-label", "app", "--container-label", "app.kubernetes.io/name",
                         "--container-label", "app")
         self.assertEqual((options["container-label"], options["no-enrich"]), (["app", "app.kubernetes.io/name"], 0))
-        options = parse("--no-enrich", env={"CADVISOR_EVENTS_CONTAINER_LABEL": "team, tier"})
+        options = parse_exporter_options("--no-enrich", env={"CADVISOR_EVENTS_CONTAINER_LABEL": "team, tier"})
         self.assertEqual((options["container-label"], options["no-enrich"]), (["team", "tier"], 1))
-        self.assertEqual(parse("--container-label", "x", env={"CADVISOR_EVENTS_CONTAINER_LABEL": "y"})["container-label"],
+        self.assertEqual(parse_exporter_options("--container-label", "x", env={"CADVISOR_EVENTS_CONTAINER_LABEL": "y"})["container-label"],
                          ["x"])
         with self.assertRaises(usage.UsageError) as raised:
-            parse("--container-label", " ")
+            parse_exporter_options("--container-label", " ")
         self.assertIn("--container-label", str(raised.exception))
 
     def follower(self, *argv):
-        options = parse("--listen", "tcp:0:interface=127.0.0.1", "--target", "127.0.0.1:1", *argv)
+        options = parse_exporter_options("--listen", "tcp:0:interface=127.0.0.1", "--target", "127.0.0.1:1", *argv)
         service = tap.makeService(options, reactor=MemoryReactorClock())
         service.startService()
         self.addCleanup(service.stopService)

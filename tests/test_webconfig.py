@@ -38,6 +38,8 @@ from cadvisor_events.webconfig import (
     parse_web_config,
 )
 
+from .support import parse_exporter_options
+
 PASSWORD = "s3cret-web"
 
 
@@ -93,17 +95,6 @@ class PKI:
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
         cert_path = write(os.path.join(self.directory, name + ".pem"), cert.public_bytes(serialization.Encoding.PEM))
         return key_path, cert_path, serial
-
-
-def parse_options(*argv: str) -> tap.Options:
-    """``tap.Options`` from ``argv`` alone (no CADVISOR_EVENTS_* variable of the environment)."""
-    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith(tap.ENV_PREFIX)}
-    try:
-        options = tap.Options()
-        options.parseOptions(list(argv))
-        return options
-    finally:
-        os.environ.update(saved)
 
 
 class ParseTests(unittest.TestCase):
@@ -277,7 +268,7 @@ class OptionsTests(unittest.TestCase):
 
     def refused(self, *argv: str) -> str:
         with self.assertRaises(usage.UsageError) as e:
-            parse_options(*argv)
+            parse_exporter_options(*argv)
         return str(e.exception)
 
     def test_a_bad_file_is_a_usage_error_naming_the_option(self):
@@ -295,7 +286,7 @@ class OptionsTests(unittest.TestCase):
         self.assertIn("tls_server_config", message)
 
     def test_parsed(self):
-        options = parse_options("--web-config-file", self.path)
+        options = parse_exporter_options("--web-config-file", self.path)
         self.assertIsNotNone(options["web-config"].tls)
 
 
@@ -420,7 +411,7 @@ class ServiceTests(unittest.TestCase):
     def start(self, config: str) -> int:
         write(self.config_path, config)
         targets = write(os.path.join(self.directory, "targets.json"), "[]")
-        options = parse_options("--listen", "tcp:0:interface=127.0.0.1", "--targets-file", targets,
+        options = parse_exporter_options("--listen", "tcp:0:interface=127.0.0.1", "--targets-file", targets,
                                 "--web-config-file", self.config_path)
         service = tap.makeService(options, reactor=reactor)
         service.startService()
