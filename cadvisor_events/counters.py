@@ -67,13 +67,69 @@ def value_bytes(count: int) -> bytes:
     return b"%d" % count if count < 1_000_000 else format_value(count).encode()
 
 
-class HostCounters:
+class RenderedLines:
+    """A host's exposition lines, kept rendered: a series' line is made once, when the
+    series is born, and only its value is re-rendered, at the next scrape after it changed.
+    A forgotten series' slot is blanked and reused by the next one born.
+
+    A base for per-host series stores (the event counters, the OOM kill series), whose
+    series have ``count``, ``rendered``, ``cut`` and ``index``; a series counted since the
+    last scrape is appended to ``dirty`` by its store.
+    """
+
+    __slots__ = ("lines", "dirty", "free")
+
+    def __init__(self) -> None:
+        #: Every series' exposition line (b"" in the slots of forgotten series, listed in
+        #: ``free``); a shared empty until the first series (a fleet has thousands of hosts).
+        self.lines: List[bytes] = _NO_LINES
+        #: Series counted since their line was last rendered (each listed once), and the slots
+        #: of forgotten series: None while empty.
+        self.dirty: Optional[list] = None
+        self.free: Optional[List[int]] = None
+
+    def render_lines(self) -> List[bytes]:
+        """This host's exposition lines, the changed ones rendered again first. A scrape of
+        a big fleet so costs only the series counted since the last one, and a copy."""
+        dirty = self.dirty
+        if dirty:
+            lines = self.lines
+            for series in dirty:
+                index = series.index
+                if index >= 0:  # else forgotten meanwhile
+                    count = series.rendered = series.count
+                    lines[index] = lines[index][: series.cut] + value_bytes(count) + b"\n"
+            self.dirty = None
+        return self.lines
+
+    def _place(self, line: bytes) -> int:
+        """A slot for a new series' ``line``: a free one, else a new one at the end."""
+        if self.free:
+            index = self.free.pop()
+            self.lines[index] = line
+            return index
+        if self.lines is _NO_LINES:
+            self.lines = []
+        self.lines.append(line)
+        return len(self.lines) - 1
+
+    def _release(self, series) -> None:
+        """Blank ``series``' line and keep its slot for the next series born."""
+        self.lines[series.index] = b""
+        if self.free is None:
+            self.free = []
+        self.free.append(series.index)
+        series.index = -1
+
+
+class HostCounters(RenderedLines):
     """The series of one host; the sink a follower counts accepted events into."""
 
-    __slots__ = ("name", "labels", "series", "deleted", "lines", "dirty", "free", "label_source", "_store",
+    __slots__ = ("name", "labels", "series", "deleted", "label_source", "_store",
                  "_label_prefix", "_clock", "_lru")
 
     def __init__(self, store: "EventCounters", name: str, labels: Sequence[Tuple[str, str]]) -> None:
+        super().__init__()
         self.name = name
         self.labels = tuple(labels)
         # ``series`` and ``lines`` start as shared read-only empties, made real on the first
@@ -81,12 +137,6 @@ class HostCounters:
         self.series: Dict[SeriesKey, Series] = _EMPTY
         #: container name -> clock seconds of its deletion event (for the TTL).
         self.deleted: Dict[str, float] = {}
-        #: Every series' exposition line (b"" in the slots of forgotten series, listed in ``free``).
-        self.lines: List[bytes] = _NO_LINES
-        #: Series counted since their line was last rendered (each listed once), and the slots
-        #: of forgotten series: None while empty (a fleet has thousands of hosts).
-        self.dirty: Optional[List[Series]] = None
-        self.free: Optional[List[int]] = None
         #: Who a series' container is, as rendered labels (``name="value",`` pairs), asked once
         #: when a series is born: ``label_source(key)``. None: no such labels (the Go seed's).
         self.label_source: Optional[Callable[[SeriesKey], str]] = None
@@ -136,39 +186,11 @@ class HostCounters:
             return series_prefix(counting, self._label_prefix).encode()
         return series_prefix(counting, self._label_prefix + source(key)).encode()
 
-    def render_lines(self) -> List[bytes]:
-        """This host's exposition lines, the changed ones rendered again first. A scrape of
-        a big fleet so costs only the series counted since the last one, and a copy."""
-        dirty = self.dirty
-        if dirty:
-            lines = self.lines
-            for series in dirty:
-                index = series.index
-                if index >= 0:  # else forgotten meanwhile
-                    count = series.rendered = series.count
-                    lines[index] = lines[index][: series.cut] + value_bytes(count) + b"\n"
-            self.dirty = None
-        return self.lines
-
-    def _place(self, line: bytes) -> int:
-        if self.free:
-            index = self.free.pop()
-            self.lines[index] = line
-            return index
-        if self.lines is _NO_LINES:
-            self.lines = []
-        self.lines.append(line)
-        return len(self.lines) - 1
-
     def _forget(self, series: Series) -> None:
         """Drop ``series`` from this host's lines (its slot is reused)."""
         self._store._tally(series)
         del self.series[series.key]
-        self.lines[series.index] = b""
-        if self.free is None:
-            self.free = []
-        self.free.append(series.index)
-        series.index = -1
+        self._release(series)
 
     def values(self) -> Dict[CountingKey, int]:
         """A snapshot ``{counting key: count}`` (tests, /targets); series split by OOM

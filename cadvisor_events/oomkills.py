@@ -27,7 +27,7 @@ from types import MappingProxyType
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from .exposition import escape_label_value, family_header
-from .counters import value_bytes
+from .counters import RenderedLines, value_bytes
 
 __all__ = ["OomKills", "HostOomKills", "RecentKill", "CONTAINER_METRIC", "NODE_METRIC", "RECENT_KILLS"]
 
@@ -43,7 +43,6 @@ RECENT_KILLS = 100
 ContainerKey = Tuple[str, str, str]
 #: What a host's lazily made maps and lines are until first written (read-only).
 _EMPTY: Any = MappingProxyType({})
-_NO_LINES: Any = ()
 
 
 class RecentKill(NamedTuple):
@@ -86,13 +85,14 @@ class _Series:
         self.index = index
 
 
-class HostOomKills:
+class HostOomKills(RenderedLines):
     """One host's OOM kill series; its enricher says what was learned, killed and deleted."""
 
-    __slots__ = ("name", "labels", "series", "cgroups", "deletions", "lines", "dirty", "free", "node_kills",
+    __slots__ = ("name", "labels", "series", "cgroups", "deletions", "node_kills",
                  "node_line", "node_ready", "_store")
 
     def __init__(self, store: "OomKills", name: str, labels: Sequence[Tuple[str, str]]) -> None:
+        super().__init__()
         self.name = name
         self.labels = tuple(labels)
         # ``series``, ``cgroups`` and ``lines`` start as shared read-only empties, made real on
@@ -104,10 +104,6 @@ class HostOomKills:
         #: that (``HostCounters.deleted``), so an enricher shares theirs instead of keeping
         #: a copy up to date on every creation and deletion.
         self.deletions: Dict[str, float] = {}
-        # Lists made on first use: a fleet has thousands of hosts, most never OOM.
-        self.lines: List[bytes] = _NO_LINES
-        self.dirty: Optional[List[_Series]] = None
-        self.free: Optional[List[int]] = None
         self.node_kills = 0
         self._store = store
         self.node_line = self._node_prefix() + b"0\n"
@@ -177,15 +173,7 @@ class HostOomKills:
         namespace, pod, container = key
         prefix = (f'{CONTAINER_METRIC}{{{self._host_labels()}namespace="{escape_label_value(namespace)}",'
                   f'pod="{escape_label_value(pod)}",container="{escape_label_value(container)}"}} ').encode()
-        line = prefix + b"0\n"
-        if self.free:
-            index = self.free.pop()
-            self.lines[index] = line
-        else:
-            if self.lines is _NO_LINES:
-                self.lines = []
-            index = len(self.lines)
-            self.lines.append(line)
+        index = self._place(prefix + b"0\n")
         if self.series is _EMPTY:
             self.series = {}
         series = self.series[key] = _Series(len(prefix), index)
@@ -206,24 +194,8 @@ class HostOomKills:
         return len(doomed)
 
     def _forget(self, key: ContainerKey) -> None:
-        series = self.series.pop(key)
-        self.lines[series.index] = b""
-        if self.free is None:
-            self.free = []
-        self.free.append(series.index)
-        series.index = -1
+        self._release(self.series.pop(key))
         self._store.series_count -= 1
-
-    def render_lines(self) -> List[bytes]:
-        """This host's container lines, the changed ones rendered again first."""
-        if self.dirty:
-            lines = self.lines
-            for series in self.dirty:
-                if series.index >= 0:
-                    count = series.rendered = series.count
-                    lines[series.index] = lines[series.index][: series.cut] + value_bytes(count) + b"\n"
-            self.dirty = None
-        return self.lines
 
     def values(self) -> Dict[ContainerKey, int]:
         """``{(namespace, pod, container): kills}`` (tests)."""
