@@ -66,7 +66,7 @@ class FleetMetrics:
 
     def render(self, openmetrics: bool = False) -> str:
         out: List[str] = []
-        _family(out, "build_info", "gauge",
+        self_metric_family(out, "build_info", "gauge",
                 "A metric with a constant '1' value labeled by the exporter's version "
                 "and the Python and Twisted running it.",
                 [self._build_info_line], openmetrics)
@@ -74,20 +74,20 @@ class FleetMetrics:
         hosts = [(f, f'host="{escape_label_value(f.target.name)}"') for f in followers]
         for name, kind, help_text, getter in HOST_FAMILIES:
             lines = [f"{PREFIX}{name}{_suffix(kind)}{{{label}}} {getter(f)}" for f, label in hosts]
-            _family(out, name, kind, help_text, lines, openmetrics)
+            self_metric_family(out, name, kind, help_text, lines, openmetrics)
         failures = [
             f'{PREFIX}stream_failures_total{{{label},reason="{escape_label_value(reason)}"}} {n}'
             for f, label in hosts
             for reason, n in sorted(f.failures.items())
         ]
-        _family(out, "stream_failures", "counter",
+        self_metric_family(out, "stream_failures", "counter",
                 "Stream attempts or streams that failed, by reason.", failures, openmetrics)
         evicted_state = [
             f'{PREFIX}dedup_evicted_total{{{label},state="{state}"}} {n}'
             for f, label in hosts
             for state, n in sorted(f.dedup_evicted.items())
         ]
-        _family(out, "dedup_evicted", "counter",
+        self_metric_family(out, "dedup_evicted", "counter",
                 "Counted events forgotten early because de-duplication state is capped, by state: "
                 "window (events of the backfill overlap), oom (OOMs kept to recognise replays).",
                 evicted_state, openmetrics)
@@ -96,27 +96,27 @@ class FleetMetrics:
             for f, label in hosts
             if f.last_event_time is not None
         ]
-        _family(out, "last_event_timestamp_seconds", "gauge",
+        self_metric_family(out, "last_event_timestamp_seconds", "gauge",
                 "Timestamp of the newest event counted from the host.", last, openmetrics)
-        _family(out, "series", "gauge", "Event series currently held.",
+        self_metric_family(out, "series", "gauge", "Event series currently held.",
                 [f"{PREFIX}series {self.counters.series_count}"], openmetrics)
         evicted = [
             f'{PREFIX}series_evicted_total{{reason="{reason}"}} {n}'
             for reason, n in sorted(self.counters.evicted.items())
         ]
-        _family(out, "series_evicted", "counter",
+        self_metric_family(out, "series_evicted", "counter",
                 "Event series forgotten, by reason (ttl, max_series, target_removed).",
                 evicted, openmetrics)
-        _family(out, "targets", "gauge", "Targets followed by this process (after sharding).",
+        self_metric_family(out, "targets", "gauge", "Targets followed by this process (after sharding).",
                 [f"{PREFIX}targets {len(followers)}"], openmetrics)
         if self.watcher is not None:
             ok = 1 if self.watcher.last_reload_successful else 0
-            _family(out, "config_last_reload_successful", "gauge",
+            self_metric_family(out, "config_last_reload_successful", "gauge",
                     "1 if the last targets file (re)load succeeded.",
                     [f"{PREFIX}config_last_reload_successful {ok}"], openmetrics)
             when = self.watcher.last_reload_success_time
             if when is not None:
-                _family(out, "config_last_reload_success_timestamp_seconds", "gauge",
+                self_metric_family(out, "config_last_reload_success_timestamp_seconds", "gauge",
                         "Time of the last successful targets file (re)load.",
                         [f"{PREFIX}config_last_reload_success_timestamp_seconds "
                          f"{floatToGoString(when)}"], openmetrics)
@@ -128,14 +128,14 @@ class FleetMetrics:
 def _web_config_families(out: List[str], web_config, openmetrics: bool) -> None:
     """The ``--web-config-file`` reload state (read after the scrape's own request re-checked the file)."""
     ok = 1 if web_config.last_reload_successful else 0
-    _family(out, "web_config_last_reload_successful", "gauge",
+    self_metric_family(out, "web_config_last_reload_successful", "gauge",
             "1 if the last (re)load of the web config file and the files it names succeeded.",
             [f"{PREFIX}web_config_last_reload_successful {ok}"], openmetrics)
-    _family(out, "web_config_last_reload_success_timestamp_seconds", "gauge",
+    self_metric_family(out, "web_config_last_reload_success_timestamp_seconds", "gauge",
             "Time of the last successful web config file (re)load.",
             [f"{PREFIX}web_config_last_reload_success_timestamp_seconds "
              f"{floatToGoString(web_config.last_reload_success_time)}"], openmetrics)
-    _family(out, "web_config_reload_failures", "counter",
+    self_metric_family(out, "web_config_reload_failures", "counter",
             "Changes of the web config file (or a file it names) that could not be loaded; the last "
             "good configuration stayed in use.",
             [f"{PREFIX}web_config_reload_failures_total {web_config.reload_failures}"], openmetrics)
@@ -145,8 +145,8 @@ def _suffix(kind: str) -> str:
     return "_total" if kind == "counter" else ""
 
 
-def _family(out: List[str], name: str, kind: str, help_text: str,
-            lines: Iterable[str], openmetrics: bool) -> None:
+def self_metric_family(out: List[str], name: str, kind: str, help_text: str,
+                       lines: Iterable[str], openmetrics: bool) -> None:
     """Append one family: HELP and TYPE lines (named as each format wants) and samples."""
     family = PREFIX + name + ("" if openmetrics else _suffix(kind))
     out.append(f"# HELP {family} {help_text}\n# TYPE {family} {kind}\n")

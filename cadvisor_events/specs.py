@@ -561,16 +561,16 @@ class SpecStore:
 
     def render_into(self, out: List[str], openmetrics: bool = False) -> None:
         """Append this store's self-metric families (Prometheus text or OpenMetrics)."""
-        from .selfmetrics import _family
+        from .selfmetrics import self_metric_family
 
-        _family(out, "spec_requests", "counter",
+        self_metric_family(out, "spec_requests", "counter",
                 "Requests to cAdvisor's spec API (container creations, listings), by result.",
                 [f'cadvisor_events_spec_requests_total{{result="{result}"}} {n}'
                  for result, n in sorted(self.requests.items())], openmetrics)
-        _family(out, "spec_cache_entries", "gauge",
+        self_metric_family(out, "spec_cache_entries", "gauge",
                 "Container identities cached from cAdvisor specs, deleted ones within retention included.",
                 [f"cadvisor_events_spec_cache_entries {self.entries}"], openmetrics)
-        _family(out, "spec_cache_evicted", "counter",
+        self_metric_family(out, "spec_cache_evicted", "counter",
                 "Cached container identities dropped, by reason (retention, max_per_host, max_total).",
                 [f'cadvisor_events_spec_cache_evicted_total{{reason="{reason}"}} {n}'
                  for reason, n in sorted(self.evicted.items())], openmetrics)
