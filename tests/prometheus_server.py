@@ -16,16 +16,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from typing import Dict, List, Optional, Sequence
 from urllib.parse import urlencode
 
 from twisted.internet import defer, error, protocol, reactor
 from twisted.trial import unittest
 
-from .support import free_port, http_client, until
+from .support import REPO, exporter_command, free_port, http_client, until
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #: How long a child process has to stop after SIGTERM before it is killed.
 STOP_TIMEOUT = 5.0
@@ -185,11 +183,7 @@ class ExporterProcess:
     def __init__(self, test: unittest.TestCase, port: int, *args: str) -> None:
         self.port = port
         self.address = f"127.0.0.1:{port}"
-        argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-                "-n", "--pidfile=", "--logfile=-",
-                "cadvisor-events", "--listen", f"tcp:{port}:interface=127.0.0.1", *args]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CADVISOR_EVENTS_")}
-        env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+        argv, env = exporter_command(f"tcp:{port}:interface=127.0.0.1", *args)
         self.process = ChildProcess(test, argv, env=env, path=REPO)
 
     def healthy(self, timeout: float = 20.0) -> defer.Deferred:

@@ -26,6 +26,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import sys
 import time
 from typing import Callable, Dict, List, Optional
 
@@ -629,3 +630,20 @@ def fleet_of(up: int, down: int, connecting: int = 0) -> "FakeFleet":
                   for i in range(connecting)]
     labels = {f.target.name: (("zone", "eu" if i % 2 else "us"),) for i, f in enumerate(followers)}
     return FakeFleet(followers, labels)
+
+
+#: The checkout: child processes run the package from it.
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: ``twistd`` in the foreground, logging text to stdout, run by this interpreter (the
+#: console script may not be on PATH).
+TWISTD = ("-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", "--logfile=-")
+
+
+def exporter_command(listen: str, *args: str, runner=TWISTD, env=None):
+    """``(argv, environment)`` that start ``cadvisor-events`` on ``listen`` as a user does,
+    from the checkout, with no CADVISOR_EVENTS_* variable but ``env``'s."""
+    argv = [sys.executable, *runner, "cadvisor-events", "--listen", listen, *args]
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CADVISOR_EVENTS_")}
+    environ["PYTHONPATH"] = REPO + os.pathsep + environ.get("PYTHONPATH", "")
+    environ.update(env or {})
+    return argv, environ

@@ -32,9 +32,8 @@ from cadvisor_events.httpclients import stream_http_client
 from cadvisor_events.simulator import Simulator
 from cadvisor_events.targets import TargetSpec
 
-from .support import Hosts, free_port, http_client, until
+from .support import REPO, TWISTD, Hosts, exporter_command, free_port, http_client, until
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class NoLossTests(unittest.TestCase):
@@ -306,9 +305,6 @@ def scrape_sample(body: bytes, name: str, **labels: str) -> float:
 class Exporter(protocol.ProcessProtocol):
     """``twistd -n cadvisor-events`` as a child process; ``port`` fires with its HTTP port."""
 
-    #: ``twistd`` in the foreground, logging text to stdout.
-    TWISTD = ("-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", "--logfile=-")
-
     def __init__(self, *args: str, env=None, runner=TWISTD) -> None:
         self.output = b""
         self.port = defer.Deferred()
@@ -316,11 +312,7 @@ class Exporter(protocol.ProcessProtocol):
         self.exit_code = None
         self.exit_signal = None
         self.running = True
-        # The console script, run by this interpreter (the script may not be on PATH).
-        argv = [sys.executable, *runner, "cadvisor-events", "--listen", "tcp:0:interface=127.0.0.1", *args]
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("CADVISOR_EVENTS_")}
-        environ["PYTHONPATH"] = REPO + os.pathsep + environ.get("PYTHONPATH", "")
-        environ.update(env or {})
+        argv, environ = exporter_command("tcp:0:interface=127.0.0.1", *args, runner=runner, env=env)
         self.transport = reactor.spawnProcess(self, sys.executable, argv, env=environ, path=REPO)
 
     def outReceived(self, data: bytes) -> None:

@@ -28,8 +28,8 @@ from twisted.web.server import NOT_DONE_YET, Site
 from cadvisor_events.simulator import Simulator
 from cadvisor_events.simulator.cluster import SimContainer
 
-from .prometheus_server import REPO, ExporterProcess, PrometheusServer, PromQLError
-from .support import figures, free_port, http_client, track, until
+from .prometheus_server import ExporterProcess, PrometheusServer, PromQLError
+from .support import REPO, figures, free_port, http_client, track, until
 
 RULES = os.path.join(REPO, "deploy", "prometheus", "rules.yml")
 DASHBOARD = os.path.join(REPO, "deploy", "grafana", "cadvisor-events.json")
