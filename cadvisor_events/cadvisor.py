@@ -8,6 +8,7 @@ password reach a log, a label or an error message.
 
 from __future__ import annotations
 
+import base64
 from typing import Any, Dict, Optional, cast
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -30,6 +31,8 @@ from twisted.web.client import ResponseDone, ResponseFailed
 from twisted.web.http import PotentialDataLoss
 from twisted.internet.main import CONNECTION_DONE as _DONE
 from twisted.web.http_headers import Headers
+
+from .streamclient import StreamClient
 
 log = Logger()
 
@@ -57,12 +60,13 @@ class Target:
     scheme: str = "http"
     username: Optional[str] = attrs.field(default=None, repr=False)
     password: Optional[str] = attrs.field(default=None, repr=False)
+    #: ``host:port`` as configured (IPv6 hosts in brackets). Made once: every per-host
+    #: table, label and log line of a fleet shares this one string.
+    name: str = attrs.field(init=False, repr=False, eq=False)
 
-    @property
-    def name(self) -> str:
-        """``host:port`` as configured (IPv6 hosts in brackets)."""
+    def __attrs_post_init__(self) -> None:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        object.__setattr__(self, "name", f"{host}:{self.port}")
 
     @property
     def base_url(self) -> str:
@@ -270,27 +274,37 @@ def excerpt(body: bytes) -> str:
     return text + ("..." if len(body) > EXCERPT_BYTES else "")
 
 
-def auth_headers(target: Target) -> Headers:
-    """Request headers, with HTTP basic auth when the target carries credentials."""
-    headers = Headers({b"Accept": [b"application/json"]})
+def header_pairs(target: Target) -> list[tuple[bytes, bytes]]:
+    """Request headers as (name, value) pairs, with HTTP basic auth when the target carries
+    credentials."""
+    pairs = [(b"Accept", b"application/json")]
     if target.username is not None:
-        import base64
+        token = base64.b64encode(f"{target.username}:{target.password or ''}".encode())
+        pairs.append((b"Authorization", b"Basic " + token))
+    return pairs
 
-        token = base64.b64encode(f"{target.username}:{target.password or ''}".encode()).decode()
-        headers.addRawHeader(b"Authorization", f"Basic {token}".encode())
+
+def auth_headers(target: Target) -> Headers:
+    """:func:`header_pairs` as treq's ``Headers``."""
+    headers = Headers()
+    for name, value in header_pairs(target):
+        headers.addRawHeader(name, value)
     return headers
 
 
 class CAdvisorClient:
-    """Requests against cAdvisors through one treq ``HTTPClient``.
+    """Requests against cAdvisors: streams through a :class:`~cadvisor_events.streamclient.StreamClient`
+    (``streams``), everything else through one treq ``HTTPClient`` (``http``).
 
     Tests pass a ``treq.testing.StubTreq`` as ``http``; the service passes an
-    ``HTTPClient`` over its own connection pool.
+    ``HTTPClient`` over its own connection pool. Without ``streams``, streams
+    connect as :func:`~cadvisor_events.httpclients.event_stream_client` does.
     """
 
-    def __init__(self, reactor, http=None) -> None:
+    def __init__(self, reactor, http=None, streams: Optional[StreamClient] = None) -> None:
         self._reactor = reactor
         self._http = http if http is not None else treq
+        self._streams = streams
 
     def _get(self, url: str, target: Target) -> defer.Deferred:
         """GET ``url`` with the target's credentials; never follows a redirect.
@@ -388,7 +402,7 @@ class CAdvisorClient:
         return body
 
     def open_stream(self, target: Target, *, oom_only: bool, timeout: float = 30.0) -> defer.Deferred:
-        """GET the stream; fire with the IResponse once a 200's headers arrived.
+        """GET the stream; fire with the response (``code``, ``deliverBody``) once a 200's head arrived.
 
         The caller delivers the body to a protocol (``response.deliverBody``).
         ``timeout`` covers connecting and the headers only: a healthy stream
@@ -397,8 +411,10 @@ class CAdvisorClient:
         :raises UpstreamError: on connect errors, timeouts and non-200 answers
             (their body excerpt read within ``timeout``).
         """
+        if self._streams is None:
+            self._streams = StreamClient(self._reactor)
         url = stream_url(target, oom_only=oom_only)
-        request = self._get(url, target)
+        request = self._streams.get(url, header_pairs(target))
         request.addTimeout(timeout, self._reactor, onTimeoutCancel=timed_out(target, timeout))
 
         def check(response):

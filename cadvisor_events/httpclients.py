@@ -2,7 +2,8 @@
 
 Three treq clients made one way (a pool of their own, an ``Agent`` over one
 of our endpoint factories, treq's ``HTTPClient``): :func:`stream_http_client`
-for the followers' streams and histories, :func:`proxy_http_client` for
+for the followers' histories and spec requests (their event streams go through
+:mod:`cadvisor_events.streamclient`, over :class:`HostEndpointFactory` too), :func:`proxy_http_client` for
 ``/proxy`` by the URL's host, and :func:`pinned_http_client` for ``/proxy``
 to addresses ``--proxy-allow`` already checked. None keeps idle connections:
 treq's default pool (two cached per host, 240 s idle) suits request/response
@@ -192,7 +193,8 @@ def _client(reactor, endpoints: IAgentEndpointFactory) -> HTTPClient:
 
 
 def stream_http_client(reactor, tls_policy: Optional[IPolicyForHTTPS] = None) -> HTTPClient:
-    """The followers' client: keepalive on every connection, none kept after its response."""
+    """The followers' client for histories and specs: keepalive on every connection, none kept
+    after its response."""
     return _client(reactor, HostEndpointFactory(reactor, tls_policy, keepalive=True))
 
 

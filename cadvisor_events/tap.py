@@ -29,6 +29,7 @@ from .dnstargets import parse_dns_name
 from .options import byte_size, seconds, server_endpoint, whole_number
 from .gate import ConnectGate
 from .httpclients import stream_http_client
+from .streamclient import StreamClient
 from .sharding import choose_shard, current_hostname
 from .targets import TargetSpec, TargetsWatcher, install_sighup
 
@@ -333,7 +334,8 @@ def makeService(config: Options, reactor=None) -> service.MultiService:
     if config["insecure-skip-verify"]:
         log.warn("--insecure-skip-verify: certificates of https targets and /proxy upstreams are "
                  "NOT verified; anyone on the path can read the traffic and credentials")
-    stream_client = CAdvisorClient(reactor, http=stream_http_client(reactor, tls_policy=tls_policy))
+    stream_client = CAdvisorClient(reactor, http=stream_http_client(reactor, tls_policy=tls_policy),
+                                   streams=StreamClient(reactor, tls_policy=tls_policy))
     connect_gate = ConnectGate(CONNECTS_IN_FLIGHT)
     enrichment = make_enrichment(config, reactor, counters, stream_client)
     internet.TimerService(60, enrichment.expire).setServiceParent(top)

@@ -2,7 +2,7 @@
 
 from urllib.parse import parse_qsl, urlsplit
 
-import treq
+import base64
 from treq.client import HTTPClient
 from twisted.internet import defer, reactor
 from twisted.internet.error import CannotListenError
@@ -10,7 +10,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 from twisted.web import resource, server
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from treq.testing import StubTreq
 
 from cadvisor_events.cadvisor import (
@@ -124,6 +124,13 @@ class Hang(resource.Resource):
         return server.NOT_DONE_YET
 
 
+def serve(case: unittest.TestCase, res: resource.Resource):
+    """A target (with credentials) on a loopback server of ``res``, closed after ``case``."""
+    port = reactor.listenTCP(0, server.Site(res), interface="127.0.0.1")
+    case.addCleanup(port.stopListening)
+    return parse_target(f"http://user:pw@127.0.0.1:{port.getHost().port}")
+
+
 class ClientTests(unittest.TestCase):
     target = parse_target("https://user:pw@h:1")
 
@@ -160,27 +167,32 @@ class ClientTests(unittest.TestCase):
         self.assertEqual(failure.value.reason, "timeout")
         self.assertNotIn("pw", failure.value.message)
 
+    @defer.inlineCallbacks
     def test_stream_non_200(self):
-        stub = StubTreq(Fixed(404, b"not here"))
-        d = CAdvisorClient(Clock(), http=stub).open_stream(self.target, oom_only=True)
-        stub.flush()
-        failure = self.failureResultOf(d, UpstreamError)
-        self.assertEqual(failure.value.reason, "status")
-        self.assertIn("404", str(failure.value))
+        target = serve(self, Fixed(404, b"not here"))
+        failure = yield self.assertFailure(
+            CAdvisorClient(reactor).open_stream(target, oom_only=True, timeout=10), UpstreamError)
+        self.assertEqual(failure.reason, "status")
+        self.assertIn("404", str(failure))
+        self.assertNotIn("pw", str(failure))
+
+    def check_excerpt(self, failure: UpstreamError) -> None:
+        self.assertEqual(failure.reason, "status")
+        self.assertIn("HTTP 503: <p>busy</p>xxx", failure.message)
+        self.assertTrue(failure.message.endswith("..."))
+        self.assertLess(len(failure.message), 400)
 
     def test_error_bodies_are_read_only_up_to_an_excerpt(self):
-        big = Fixed(503, b"<p>busy</p>" + b"x" * 1_000_000)
-        stub = StubTreq(big)
-        client = CAdvisorClient(Clock(), http=stub)
-        history = client.fetch_history(self.target, oom_only=False)
-        stream = client.open_stream(self.target, oom_only=False)
+        stub = StubTreq(Fixed(503, b"<p>busy</p>" + b"x" * 1_000_000))
+        history = CAdvisorClient(Clock(), http=stub).fetch_history(self.target, oom_only=False)
         stub.flush()
-        for d in (history, stream):
-            failure = self.failureResultOf(d, UpstreamError)
-            self.assertEqual(failure.value.reason, "status")
-            self.assertIn("HTTP 503: <p>busy</p>xxx", failure.value.message)
-            self.assertTrue(failure.value.message.endswith("..."))
-            self.assertLess(len(failure.value.message), 400)
+        self.check_excerpt(self.failureResultOf(history, UpstreamError).value)
+
+    @defer.inlineCallbacks
+    def test_stream_error_bodies_are_read_only_up_to_an_excerpt(self):
+        big = Fixed(503, b"<p>busy</p>" + b"x" * 1_000_000)
+        stream = CAdvisorClient(reactor).open_stream(serve(self, big), oom_only=False, timeout=10)
+        self.check_excerpt((yield self.assertFailure(stream, UpstreamError)))
 
     def test_truncating_reader_keeps_the_first_bytes(self):
         d = defer.Deferred()
@@ -192,11 +204,16 @@ class ClientTests(unittest.TestCase):
         self.assertEqual(self.successResultOf(d), b"12345678ab")
         self.assertEqual(reader.transport.producerState, "stopped")
 
+    @defer.inlineCallbacks
     def test_stream_200_gives_response(self):
-        stub = StubTreq(Fixed(200, b""))
-        d = CAdvisorClient(Clock(), http=stub).open_stream(self.target, oom_only=True)
-        stub.flush()
-        self.assertEqual(self.successResultOf(d).code, 200)
+        res = Fixed(200, b"{}\n")
+        response = yield CAdvisorClient(reactor).open_stream(serve(self, res), oom_only=True, timeout=10)
+        self.assertEqual(response.code, 200)
+        self.assertEqual((yield readBody(response)), b"{}\n")
+        request = res.requests[0]
+        self.assertEqual(request.getHeader(b"authorization"), b"Basic " + base64.b64encode(b"user:pw"))
+        self.assertEqual(request.getHeader(b"accept"), b"application/json")
+        self.assertEqual(request.args[b"stream"], [b"true"])
 
 
 class SpecClientTests(unittest.TestCase):
@@ -274,21 +291,23 @@ class Redirect(resource.Resource):
 class RedirectTests(unittest.TestCase):
     """A 3xx is a ``status`` failure; the redirect is never followed (it could lead anywhere)."""
 
-    def check(self, request):
-        res = Redirect()
-        stub = StubTreq(res)
-        d = request(CAdvisorClient(Clock(), http=stub))
-        stub.flush()
-        failure = self.failureResultOf(d, UpstreamError)
-        self.assertEqual(failure.value.reason, "status")
-        self.assertIn("HTTP 302", failure.value.message)
+    def check(self, failure, res):
+        self.assertEqual(failure.reason, "status")
+        self.assertIn("HTTP 302", failure.message)
         self.assertEqual(res.paths, [b"/api/v1.3/events"])
 
     def test_history(self):
-        self.check(lambda c: c.fetch_history(parse_target("h:1"), oom_only=False))
+        res = Redirect()
+        stub = StubTreq(res)
+        d = CAdvisorClient(Clock(), http=stub).fetch_history(parse_target("h:1"), oom_only=False)
+        stub.flush()
+        self.check(self.failureResultOf(d, UpstreamError).value, res)
 
+    @defer.inlineCallbacks
     def test_stream(self):
-        self.check(lambda c: c.open_stream(parse_target("h:1"), oom_only=False))
+        res = Redirect()
+        d = CAdvisorClient(reactor).open_stream(serve(self, res), oom_only=False, timeout=10)
+        self.check((yield self.assertFailure(d, UpstreamError)), res)
 
 
 class IPv6Tests(unittest.TestCase):
@@ -324,4 +343,4 @@ class IPv6Tests(unittest.TestCase):
             self.assertEqual(body, b"[]")
             response = yield client.open_stream(target, oom_only=False, timeout=10)
             self.assertEqual(response.code, 200)
-            yield treq.content(response)
+            self.assertEqual((yield readBody(response)), b"[]")

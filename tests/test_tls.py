@@ -9,15 +9,17 @@ trust store knows.
 from __future__ import annotations
 
 import os
+import socket
 
-import treq
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 from twisted.web import resource, server
+from twisted.web.client import readBody
 
 from cadvisor_events.cadvisor import CAdvisorClient, UpstreamError, parse_target
 from cadvisor_events.clienttls import client_tls_policy, load_ca_file
 from cadvisor_events.httpclients import pinned_http_client, stream_http_client
+from cadvisor_events.streamclient import StreamClient
 
 from .support import self_signed, server_options
 
@@ -122,13 +124,15 @@ class VerificationTests(TLSTestCase):
         # A TLS transport wraps the TCP one; keepalive must reach the socket underneath
         # (its wrapper's getHandle is the OpenSSL connection, which has no setsockopt).
         client = CAdvisorClient(
-            reactor, http=stream_http_client(reactor, tls_policy=client_tls_policy(ca_file=self.cert_path))
+            reactor, streams=StreamClient(reactor, tls_policy=client_tls_policy(ca_file=self.cert_path))
         )
         response = yield client.open_stream(
             parse_target(f"https://127.0.0.1:{self.port}"), oom_only=False, timeout=10
         )
         self.assertEqual(response.code, 200)
-        body = yield treq.content(response)
+        tcp = response.transport.transport  # under the TLS layer
+        self.assertTrue(tcp.getHandle().getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE))
+        body = yield readBody(response)
         self.assertEqual(body, HISTORY)
 
 
