@@ -33,7 +33,7 @@ from twisted.web.client import ResponseDone, ResponseFailed
 from .activity import note_state_change
 from .cadvisor import Target, UpstreamError, describe_failure, timed_out
 from .event import Event, InvalidEvent, parse_history, timestamp_ns
-from .ledger import Ledger, merge_backfill
+from .ledger import EventFingerprints, Ledger, merge_backfill
 from .gate import ConnectGate
 from .interfaces import EventSink, EventSource
 from .protocol import EventStreamProtocol
@@ -181,7 +181,7 @@ class Follower(Service):
         self.backfill_overlap = backfill_overlap
         self._ledger = Ledger(backfill_overlap, None if max_clock_skew is None else clock.seconds,
                               max_clock_skew or 0.0, target.name)
-        self._recent: Optional[set] = None
+        self._recent: Optional[EventFingerprints] = None
         # An ``oom`` waiting for its ``oomKill`` (event, ns), the timer that stops waiting, and
         # the path the stream's events take once it is decided.
         self._held: Optional[tuple] = None

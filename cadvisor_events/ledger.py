@@ -30,16 +30,16 @@ caller counts what :meth:`Ledger.offer` accepts.
 
 from __future__ import annotations
 
-import collections
 import heapq
-from bisect import bisect_left, insort
-from typing import AbstractSet, Callable, List, Optional, Sequence, Set, Tuple
+from array import array
+from bisect import bisect_left, bisect_right
+from typing import AbstractSet, Callable, Iterable, List, Optional, Sequence, Set, Tuple
 
 from twisted.logger import Logger
 
 from .event import NS_PER_SECOND, OOM_TYPES, Event, format_timestamp, timestamp_ns
 
-__all__ = ["Ledger", "OomMemory", "Backfill", "merge_backfill", "oom_partner", "MAX_WINDOW_EVENTS",
+__all__ = ["Ledger", "OomMemory", "EventFingerprints", "Backfill", "merge_backfill", "oom_partner", "MAX_WINDOW_EVENTS",
            "MAX_OOMS", "MAX_FUTURE", "OOM_RETENTION", "REPLAY_TOLERANCE", "RECENT_TAIL"]
 
 log = Logger()
@@ -87,20 +87,23 @@ class OomMemory:
     by the cap) cannot be told apart and is taken as a replay: a new OOM is
     dated at most a second early, and the cap is only reached within a
     second by a flood no kernel sends (it rate-limits its OOM reports).
+
+    Each remembered OOM is two machine words: its timestamp and the 64-bit
+    hash of what identifies it (container, pid and process for a kill; the
+    container for an ``oom``), in arrays sorted by timestamp, kills and
+    ``oom`` apart. A big fleet remembers millions of OOMs after re-reading
+    its histories; as objects (a key tuple, its strings, an int) each cost
+    some 200 bytes. Two different OOMs of one host with the same hash within
+    a second of each other would be taken for one: about once in 2**64 pairs.
     """
 
-    __slots__ = ("_kills", "_ooms", "_order", "newest_ns", "horizon_ns", "evicted", "_max", "_name")
+    __slots__ = ("_kills", "_ooms", "newest_ns", "horizon_ns", "evicted", "_max", "_name")
 
     def __init__(self, max_ooms: int = MAX_OOMS, name: str = "") -> None:
-        # Timestamps of counted OOMs by key: one int, or a sorted list when a key has several.
-        # Ints and tuples of plain values keep the garbage collector out of this state.
-        #: (container, pid, process name) -> timestamps of counted ``oomKill`` events.
-        self._kills: dict = {}
-        #: container -> timestamps of counted ``oom`` events.
-        self._ooms: dict = {}
-        #: (ns, is a kill, key) in the order remembered, for the age and size limits; made on
-        #: first use (an empty deque is 760 bytes, and most hosts never OOM).
-        self._order: Optional[collections.deque] = None
+        #: Counted ``oomKill`` and ``oom`` events: (timestamps, key hashes), two arrays sorted
+        #: by timestamp; None until the first (most hosts never OOM).
+        self._kills: Optional[Tuple[array, array]] = None
+        self._ooms: Optional[Tuple[array, array]] = None
         self.newest_ns = _NO_MARK
         #: OOMs dated before this are older than what is remembered.
         self.horizon_ns = _NO_MARK
@@ -110,62 +113,65 @@ class OomMemory:
         self._name = name
 
     def __len__(self) -> int:
-        return 0 if self._order is None else len(self._order)
+        return sum(len(table[0]) for table in (self._kills, self._ooms) if table is not None)
 
     def offer(self, event: Event, ns: int, partner: Optional[Event] = None) -> bool:
         """Remember ``event`` and return True if it is a new OOM, else False (a replay)."""
         if ns < self.horizon_ns or ns < self.newest_ns - OOM_RETENTION:
             return False
-        key: object
         if event.event_type == "oomKill":
-            table, key = self._kills, _kill_key(event)
-            if _near(table.get(key), ns) is not None:
+            key = _kill_key(event)
+            if _near(self._kills, key, ns) is not None:
                 return False
-        else:
-            table, key = self._ooms, event.container_name
-            counted = table.get(key)
-            if counted:
-                if _holds(counted, ns):  # this very event (two OOMs of one cgroup never share a nanosecond)
-                    return False
-                original = _near(self._kills.get(_kill_key(partner)), ns) if partner is not None else None
-                if original is not None:
-                    if _holds(counted, original):
-                        return False
-                elif partner is None and _near(counted, ns) is not None:
-                    return False
-        self._remember(table, key, ns)
+            self._kills = self._remember(self._kills, key, ns)
+            return True
+        key = hash(event.container_name)
+        counted = self._ooms
+        if _near(counted, key, ns, ns) is not None:  # this very event (two OOMs of one cgroup
+            return False                               # never share a nanosecond)
+        if partner is not None:
+            original = _near(self._kills, _kill_key(partner), ns)
+            if original is not None and _near(counted, key, original, original) is not None:
+                return False
+        elif _near(counted, key, ns) is not None:
+            return False
+        self._ooms = self._remember(counted, key, ns)
         return True
 
     def needs_partner(self, event: Event, ns: int) -> bool:
         """Whether an ``oom`` could be a replay, so that its partner must be seen first."""
-        return _near(self._ooms.get(event.container_name), ns) is not None
+        return _near(self._ooms, hash(event.container_name), ns) is not None
 
-    def _remember(self, table: dict, key, ns: int) -> None:
-        times = table.get(key)
-        if times is None:
-            table[key] = ns
-        elif type(times) is int:
-            table[key] = [times, ns] if ns >= times else [ns, times]
-        elif ns >= times[-1]:
+    def _remember(self, table: Optional[Tuple[array, array]], key: int, ns: int) -> Tuple[array, array]:
+        if table is None:
+            table = (array("q"), array("q"))
+        times, keys = table
+        if not times or ns >= times[-1]:
             times.append(ns)
+            keys.append(key)
         else:
-            insort(times, ns)
-        order = self._order
-        if order is None:
-            order = self._order = collections.deque()
-        order.append((ns, table is self._kills, key))
+            index = bisect_right(times, ns)
+            times.insert(index, ns)
+            keys.insert(index, key)
         if ns > self.newest_ns:
             self.newest_ns = ns
-        if len(order) > self._max or order[0][0] < self.newest_ns - OOM_RETENTION:
+        if len(self) > self._max or times[0] < self.newest_ns - OOM_RETENTION:
             self._forget_oldest()
+        return table
 
     def _forget_oldest(self) -> None:
         """Drop what is past the retention, and the oldest beyond the cap (counted)."""
-        order = self._order
-        assert order is not None  # called after something was remembered
         oldest_kept = self.newest_ns - OOM_RETENTION
-        while order and (len(order) > self._max or order[0][0] < oldest_kept):
-            old_ns, is_kill, old_key = order.popleft()
+        tables = [table for table in (self._kills, self._ooms) if table is not None]
+        while True:
+            heads = [table for table in tables if table[0]]
+            if not heads:
+                return
+            oldest = min(heads, key=lambda table: table[0][0])
+            old_ns = oldest[0][0]
+            if old_ns >= oldest_kept and len(self) <= self._max:
+                return
+            del oldest[0][0], oldest[1][0]
             if old_ns >= oldest_kept:
                 self.evicted += 1
                 if old_ns > self.horizon_ns:
@@ -173,46 +179,67 @@ class OomMemory:
                 if self.evicted == 1:
                     log.warn("{name}: over {n} OOMs remembered; the oldest are forgotten, and a replay "
                              "of them is taken as already counted (said once)", name=self._name, n=self._max)
-            old_table = self._kills if is_kill else self._ooms
-            times = old_table[old_key]
-            if type(times) is int:
-                del old_table[old_key]
-            else:
-                times.remove(old_ns)
-                if len(times) == 1:
-                    old_table[old_key] = times[0]
 
 
-def _kill_key(event: Event) -> tuple:
+def _kill_key(event: Event) -> int:
+    """The hash of what identifies an ``oomKill``: its container, pid and process."""
     data = event.event_data
     oom = data.oom if data is not None else None
     if oom is None:
-        return (event.container_name, 0, "")
-    return (event.container_name, oom.pid, oom.process_name)
+        return hash((event.container_name, 0, ""))
+    return hash((event.container_name, oom.pid, oom.process_name))
 
 
-def _holds(times, ns: int) -> bool:
-    """Whether ``times`` (one timestamp, or a sorted list) holds ``ns``."""
-    if type(times) is int:
-        return times == ns
-    index = bisect_left(times, ns)
-    return index < len(times) and times[index] == ns
-
-
-def _near(times, ns: int) -> Optional[int]:
-    """The remembered timestamp (``times``: None, one, or a sorted list) closest to ``ns``
-    within the replay tolerance, or None."""
-    if times is None:
+def _near(table: Optional[Tuple[array, array]], key: int, ns: int, within: Optional[int] = None) -> Optional[int]:
+    """The timestamp of a remembered OOM with hash ``key`` closest to ``ns`` within the replay
+    tolerance (with ``within``: exactly at it), or None."""
+    if table is None:
         return None
-    if type(times) is int:
-        return times if -REPLAY_TOLERANCE < times - ns < REPLAY_TOLERANCE else None
-    index = bisect_left(times, ns)
+    times, keys = table
+    if within is not None:
+        index = bisect_left(times, ns)
+        while index < len(times) and times[index] == ns:
+            if keys[index] == key:
+                return ns
+            index += 1
+        return None
+    index = bisect_right(times, ns - REPLAY_TOLERANCE)
     best, gap = None, REPLAY_TOLERANCE
-    for t in times[max(index - 1, 0):index + 1]:
+    while index < len(times):
+        t = times[index]
         distance = t - ns if t > ns else ns - t
-        if distance < gap:
+        if t >= ns + REPLAY_TOLERANCE:
+            break
+        if keys[index] == key and distance < gap:
             best, gap = t, distance
+        index += 1
     return best
+
+
+class EventFingerprints:
+    """A set of events held as their 64-bit hashes in a sorted array: 8 bytes an event.
+
+    What a follower keeps of a history for its settle window, to recognise
+    the same events arriving late on the stream. A set of the events would
+    hold them whole (their strings and nested structs, several hundred bytes
+    each), for every host backfilling at once: the whole fleet after an
+    exporter restart. An event whose hash equals a remembered one's would be
+    taken for it: about once in 2**64 pairs.
+    """
+
+    __slots__ = ("_hashes",)
+
+    def __init__(self, events: Iterable[Event] = ()) -> None:
+        self._hashes = array("q", sorted({hash(event) for event in events}))
+
+    def __contains__(self, event: object) -> bool:
+        key = hash(event)
+        hashes = self._hashes
+        index = bisect_left(hashes, key)
+        return index < len(hashes) and hashes[index] == key
+
+    def __len__(self) -> int:
+        return len(self._hashes)
 
 
 class Ledger:
@@ -377,7 +404,7 @@ class Backfill:
         self.from_buffer = 0
         self.dropped = 0
         #: History events a late stream delivery may repeat (bounded: see RECENT_TAIL).
-        self.recent: Set[Event] = set()
+        self.recent = EventFingerprints()
 
 
 def merge_backfill(
@@ -414,7 +441,7 @@ def merge_backfill(
         cutoff = min(ns for _, ns in history[-RECENT_TAIL:])
         if oldest_buffered is not None and oldest_buffered < cutoff:
             cutoff = oldest_buffered
-        result.recent = {event for event, ns in history if ns >= cutoff}
+        result.recent = EventFingerprints(event for event, ns in history if ns >= cutoff)
     recent = result.recent
     for index, (event, ns) in enumerate(buffered):
         partner = oom_partner(buffered, index) if event.event_type == "oom" else None

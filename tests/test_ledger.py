@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime
+import tracemalloc
 
 import msgspec
 from twisted.trial import unittest
 
 from cadvisor_events.event import NS_PER_SECOND, Event, decode_event, format_timestamp, timestamp_ns
 from cadvisor_events.ledger import (
-    MAX_OOMS, MAX_WINDOW_EVENTS, OOM_RETENTION, RECENT_TAIL, Ledger, OomMemory, merge_backfill, oom_partner,
+    MAX_OOMS, MAX_WINDOW_EVENTS, OOM_RETENTION, RECENT_TAIL, EventFingerprints, Ledger, OomMemory, merge_backfill,
+    oom_partner,
 )
 
 BASE = datetime.datetime(2026, 11, 24, 20, 0, 0, tzinfo=datetime.timezone.utc)
@@ -137,6 +139,36 @@ class ReplayTests(unittest.TestCase):
         (_, ns), (killed, _) = kill("/docker/a", 0.2, 99)  # a new one after those kept counts
         self.assertTrue(memory.offer(killed, ns))
 
+    def test_a_remembered_oom_costs_words_not_objects(self):
+        # A fleet re-reading its histories remembers millions of OOMs: none may keep its event.
+        memory = OomMemory()
+        pairs = [kill(f"/kubepods/pod{i % 20:04}/{'c' * 64}", i * 0.5, 1000 + i) for i in range(MAX_OOMS // 2)]
+        tracemalloc.start()
+        try:
+            for (oom, ns), (killed, _) in pairs:
+                self.assertTrue(memory.offer(oom, ns, killed))
+                self.assertTrue(memory.offer(killed, ns))
+            held, _ = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        self.assertEqual(len(memory), MAX_OOMS)
+        self.assertLess(held / MAX_OOMS, 40)  # two 8-byte words each, and the arrays' slack
+        (oom, ns), (killed, _) = pairs[7]
+        self.assertFalse(memory.offer(killed, ns + NS_PER_SECOND // 2))  # still recognised
+        self.assertFalse(memory.offer(oom, ns + NS_PER_SECOND // 2, killed))
+
+    def test_out_of_order_ooms_are_remembered_in_time_order(self):
+        memory = OomMemory(max_ooms=3)
+        for seconds, pid in ((5, 1), (1, 2), (3, 3), (9, 4)):
+            (_, ns), (killed, _) = kill("/docker/a", seconds, pid)
+            self.assertTrue(memory.offer(killed, ns))
+        self.assertEqual((len(memory), memory.evicted), (3, 1))
+        (_, ns), (killed, _) = kill("/docker/a", 0.6, 2)  # the oldest-dated went first: its replay
+        self.assertFalse(memory.offer(killed, ns))  # is dated before the horizon, taken as one
+        for seconds, pid in ((3.3, 3), (5.3, 1)):  # kept, the first one offered included:
+            (_, ns), (killed, _) = kill("/docker/a", seconds, pid)
+            self.assertFalse(memory.offer(killed, ns))  # recognised within the tolerance
+
     def test_a_tight_loop_of_kills_keeps_memory_bounded(self):
         ledger = Ledger()
         for pid in range(3 * MAX_OOMS):
@@ -229,6 +261,15 @@ class OverlapTests(unittest.TestCase):
                 ledger.offer(make(f"/docker/{index}", "containerCreation", at(second)), at(second))
         self.assertLessEqual(len(ledger), 20)
         self.assertEqual(len(ledger.resume()[1]), 20)  # from 98 s, inclusive, to 99 s
+
+    def test_recent_history_is_recognised_by_fingerprint(self):
+        history = [timed(make(f"/docker/{i % 7}", "containerCreation", at(i))) for i in range(50)]
+        result = merge_backfill(Ledger(), None, history, [], None, Counted())
+        again = make("/docker/3", "containerCreation", at(45))  # decoded anew, as a stream delivers it
+        self.assertIn(again, result.recent)
+        self.assertNotIn(make("/docker/3", "containerCreation", at(45) + 1), result.recent)
+        self.assertNotIn(make("/docker/3", "containerDeletion", at(45)), result.recent)
+        self.assertEqual(len(EventFingerprints(event for event, _ in history + history)), 50)
 
     def test_recent_history_tail_is_bounded(self):
         history = [timed(make("/docker/a", "containerCreation", at(i))) for i in range(3000)]
