@@ -141,26 +141,36 @@ _EPOCH = datetime.datetime(1970, 1, 1)
 _second_ns: dict[str, int] = {}
 _SECOND_CACHE_LIMIT = 65536
 _FRACTION_SCALE = (0, 100_000_000, 10_000_000, 1_000_000, 100_000, 10_000, 1_000, 100, 10, 1)
-# The whole second and zone of the last timestamp that went through the cache, and its value.
+# The whole second and zone of the last timestamp that went through the cache, and its value;
+# the minute (with its colon) and the value of its first second.
 _last_second, _last_zone, _last_base = "\0", "\0", 0
+_last_minute, _last_minute_base = "\0", 0
 
 
 def timestamp_ns(timestamp: str) -> int:
     """Nanoseconds since the epoch of an RFC 3339 timestamp as Go writes it.
 
     The per-event path: a stream's timestamps share their whole second for
-    many events in a row, so the date, time and zone are validated once per
-    distinct second and zone (by :func:`strict_timestamp_ns`) and cached, the
-    last one checked first; only the fractional digits are read here.
-    Anything unusual goes to :func:`strict_timestamp_ns` whole, so the result
-    and the errors are the same.
+    many events in a row, and a history's (sorted, spread over hours) their
+    minute, so the date, time and zone are validated once per distinct
+    second and zone (by :func:`strict_timestamp_ns`) and cached; the last
+    second is checked first, then the last minute, whose seconds are read
+    here like the fractional digits. Anything unusual goes to
+    :func:`strict_timestamp_ns` whole, so the result and the errors are the same.
 
     :raises InvalidEvent: when ``timestamp`` is not
         ``YYYY-MM-DDTHH:MM:SS[.frac](Z|+hh:mm|-hh:mm)``.
     """
-    global _last_second, _last_zone, _last_base
+    global _last_second, _last_zone, _last_base, _last_minute, _last_minute_base
     if timestamp.startswith(_last_second) and timestamp.endswith(_last_zone):
         base, zone_at = _last_base, len(timestamp) - len(_last_zone)
+    elif timestamp.startswith(_last_minute) and timestamp.endswith(_last_zone):
+        seconds = timestamp[17:19]
+        zone_at = len(timestamp) - len(_last_zone)
+        if zone_at < 19 or not seconds.isdigit() or not seconds.isascii() or seconds > "59":
+            return strict_timestamp_ns(timestamp)
+        base = _last_minute_base + int(seconds) * NS_PER_SECOND
+        _last_second, _last_base = timestamp[:19], base
     else:
         last = timestamp[-1:]
         zone_at = len(timestamp) - (1 if last == "Z" or last == "z" else 6)
@@ -176,6 +186,7 @@ def timestamp_ns(timestamp: str) -> int:
                 _second_ns.clear()
             _second_ns[key] = base
         _last_second, _last_zone, _last_base = timestamp[:19], timestamp[zone_at:], base
+        _last_minute, _last_minute_base = timestamp[:17], base - int(timestamp[17:19]) * NS_PER_SECOND
     if zone_at == 19:
         return base
     digits = timestamp[20:zone_at]

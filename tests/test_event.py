@@ -145,16 +145,32 @@ class HistoryAndCachedTimestampTests(unittest.TestCase):
         self.assertEqual(parse_history(b"[]"), ([], 0))
         self.assertRaises(InvalidEvent, parse_history, b"{}")
 
-    @settings(max_examples=500, deadline=None)
+    def test_a_sorted_history_across_minutes_and_zones(self):
+        stamps = [f"2026-11-24T17:{m:02}:{s:02}.{s * 7:03}{z}"
+                  for z in ("Z", "-03:00", "+05:30") for m in (58, 59) for s in range(60)]
+        stamps += ["2026-11-24T18:00:00Z", "2026-11-24T17:59:60Z"]
+        for stamp in stamps:
+            try:
+                want = strict_timestamp_ns(stamp)
+            except InvalidEvent:
+                self.assertRaises(InvalidEvent, timestamp_ns, stamp)
+            else:
+                self.assertEqual(timestamp_ns(stamp), want, stamp)
+
+    @settings(max_examples=1500, deadline=None)
     @given(st.one_of(
         st.builds(lambda d, f, z: d + f + z,
-                  st.sampled_from(["2026-11-24T17:25:55", "1970-01-01T00:00:00", "2026-02-30T00:00:00",
-                                   "2026-11-24t17:25:55", "9999-12-31T23:59:59", "2026-11-24T17:25"]),
+                  st.one_of(
+                      st.sampled_from(["2026-11-24T17:25:55", "1970-01-01T00:00:00", "2026-02-30T00:00:00",
+                                       "2026-11-24t17:25:55", "9999-12-31T23:59:59", "2026-11-24T17:25"]),
+                      # Other seconds of a minute seen before (the cached minute's path).
+                      st.text("0123456789\u0663a", max_size=3).map(lambda s: "2026-11-24T17:25:" + s)),
                   st.one_of(st.just(""), st.text("0123456789", max_size=11).map(lambda s: "." + s),
                             st.text(max_size=4)),
                   st.sampled_from(["Z", "z", "-03:00", "+05:30", "+0530", "", "Zx", "-3:00", "+aa:bb"])),
         st.text(max_size=40)))
     def test_cached_timestamp_ns_agrees_with_the_strict_parser(self, text):
+        timestamp_ns("2026-11-24T17:25:55.1-03:00")  # the minute cached for the zone's timestamps
         try:
             want = strict_timestamp_ns(text)
         except InvalidEvent:
