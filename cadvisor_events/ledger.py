@@ -97,13 +97,14 @@ class OomMemory:
     a second of each other would be taken for one: about once in 2**64 pairs.
     """
 
-    __slots__ = ("_kills", "_ooms", "newest_ns", "horizon_ns", "evicted", "_max", "_name")
+    __slots__ = ("_kills", "_ooms", "_size", "newest_ns", "horizon_ns", "evicted", "_max", "_name")
 
     def __init__(self, max_ooms: int = MAX_OOMS, name: str = "") -> None:
         #: Counted ``oomKill`` and ``oom`` events: (timestamps, key hashes), two arrays sorted
         #: by timestamp; None until the first (most hosts never OOM).
         self._kills: Optional[Tuple[array, array]] = None
         self._ooms: Optional[Tuple[array, array]] = None
+        self._size = 0
         self.newest_ns = _NO_MARK
         #: OOMs dated before this are older than what is remembered.
         self.horizon_ns = _NO_MARK
@@ -113,7 +114,7 @@ class OomMemory:
         self._name = name
 
     def __len__(self) -> int:
-        return sum(len(table[0]) for table in (self._kills, self._ooms) if table is not None)
+        return self._size
 
     def offer(self, event: Event, ns: int, partner: Optional[Event] = None) -> bool:
         """Remember ``event`` and return True if it is a new OOM, else False (a replay)."""
@@ -153,9 +154,10 @@ class OomMemory:
             index = bisect_right(times, ns)
             times.insert(index, ns)
             keys.insert(index, key)
+        self._size += 1
         if ns > self.newest_ns:
             self.newest_ns = ns
-        if len(self) > self._max or times[0] < self.newest_ns - OOM_RETENTION:
+        if self._size > self._max or times[0] < self.newest_ns - OOM_RETENTION:
             self._forget_oldest()
         return table
 
@@ -169,9 +171,10 @@ class OomMemory:
                 return
             oldest = min(heads, key=lambda table: table[0][0])
             old_ns = oldest[0][0]
-            if old_ns >= oldest_kept and len(self) <= self._max:
+            if old_ns >= oldest_kept and self._size <= self._max:
                 return
             del oldest[0][0], oldest[1][0]
+            self._size -= 1
             if old_ns >= oldest_kept:
                 self.evicted += 1
                 if old_ns > self.horizon_ns:
