@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime
 from functools import partial
 from types import MappingProxyType
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Iterator, Optional, Protocol
 
 from twisted.application.internet import backoffPolicy
 from twisted.application.service import Service
@@ -31,9 +31,10 @@ from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone, ResponseFailed
 
 from .activity import note_state_change
+from .backfills import BackfillQueue
 from .cadvisor import Target, UpstreamError, describe_failure, timed_out
 from .event import Event, InvalidEvent, parse_history, timestamp_ns
-from .ledger import EventFingerprints, Ledger, merge_backfill
+from .ledger import EventFingerprints, Ledger, merge_backfill_steps
 from .gate import ConnectGate
 from .interfaces import EventSink, EventSource
 from .protocol import EventStreamProtocol
@@ -102,6 +103,7 @@ class Follower(Service):
         "state", "up", "state_since", "tried", "received", "invalid_lines", "connects",
         "failures", "backfilled", "duplicates_dropped", "gaps", "last_error", "retries", "state_changes",
         "_client", "_counters", "_count", "_specs", "_announce", "_clock", "_backoff", "_gate", "_gate_held", "_gate_wait",
+        "_backfills",
         "_attempt", "_timer", "_pending", "_protocol", "_buffer", "_ledger",
         "_recent", "_settle_call", "_synced", "_backfill_from", "_logged_reason",
         "_invalid_logged", "_held", "_held_at", "_held_call", "_after_held_handler",
@@ -129,6 +131,7 @@ class Follower(Service):
         max_clock_skew: Optional[float] = None,
         backfill_overlap: float = 1.0,
         specs: Optional[SpecHooks] = None,
+        backfills: Optional[BackfillQueue] = None,
     ) -> None:
         self.parent = None
         self.name = None
@@ -152,6 +155,8 @@ class Follower(Service):
         self._gate = connect_gate
         self._gate_held = False
         self._gate_wait: Optional[defer.Deferred] = None
+        # Where history answers are counted, a slice per reactor turn; None: at once.
+        self._backfills = backfills
 
         self.state = "idle"
         self.up = False
@@ -384,23 +389,48 @@ class Follower(Service):
         if attempt != self._attempt:
             return
         self._pending = None
-        self._release_gate()
+        steps = self._count_history(body, attempt, start_time)
+        if self._backfills is None:
+            for _ in steps:
+                pass
+        else:
+            self._backfills.add(steps)
+
+    def _count_history(self, body: bytes, attempt: int, start_time: Optional[str]) -> Iterator[None]:
+        """Decode and count a history answer, then go live: the steps of a backfill, which a
+        :class:`~cadvisor_events.backfills.BackfillQueue` spreads over reactor turns. The
+        stream buffers meanwhile; the connect gate's slot is kept until the end, so the
+        fleet's queue of undecoded histories is bounded by the gate."""
+        if attempt != self._attempt:
+            return  # stopped or failed while queued
         try:
             history, invalid = parse_history(body)
             start_ns = None if start_time is None else timestamp_ns(start_time)
         except InvalidEvent as e:
+            self._release_gate()
             self._fail(attempt, UpstreamError("history", f"{self.target.base_url}: bad history: {e}"))
             return
+        del body
         self.invalid_lines += invalid
         self.received += len(history)
         self._check_gap(history)
-        buffered = self._timed(self._buffer or [])
-        self._buffer = None
-        oldest = min((ns for _, ns in buffered), default=None)
-        result = merge_backfill(self._ledger, start_ns, history, buffered, oldest, self._count)
+        # From the first event counted, a later backfill must resume from the ledger, even if
+        # this one is cut short (a break between two steps): it never starts over.
+        self._synced = True
+        merging = merge_backfill_steps(self._ledger, start_ns, history, self._take_buffered, self._count)
+        while True:
+            yield None
+            if attempt != self._attempt:
+                return  # stopped or failed meanwhile: what was counted stays in the ledger
+            try:
+                next(merging)
+            except StopIteration as done:
+                result = done.value
+                break
+        del history, merging
+        self._release_gate()
         self.backfilled += result.backfilled
         self.duplicates_dropped += result.dropped
-        self._synced = True
         if self._specs is not None:
             self._specs.caught_up()
         if self.settle_seconds > 0 and result.recent:
@@ -410,6 +440,13 @@ class Follower(Service):
         else:
             self._set_path(self._on_live_event)
         self._go_live(result.backfilled + result.from_buffer)
+
+    def _take_buffered(self) -> tuple:
+        """The stream events buffered during the backfill, timed, and the oldest one's time;
+        from here on the stream's events are not buffered any more."""
+        buffered = self._timed(self._buffer or [])
+        self._buffer = None
+        return buffered, min((ns for _, ns in buffered), default=None)
 
     def _check_gap(self, history: list) -> None:
         """Count a gap when history (asked from before the newest counted events, inclusive)

@@ -33,14 +33,14 @@ from __future__ import annotations
 import heapq
 from array import array
 from bisect import bisect_left, bisect_right
-from typing import AbstractSet, Callable, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import AbstractSet, Callable, Generator, Iterable, List, Optional, Sequence, Set, Tuple
 
 from twisted.logger import Logger
 
 from .event import NS_PER_SECOND, OOM_TYPES, Event, format_timestamp, timestamp_ns
 
 __all__ = ["Ledger", "OomMemory", "EventFingerprints", "Backfill", "merge_backfill", "oom_partner", "MAX_WINDOW_EVENTS",
-           "MAX_OOMS", "MAX_FUTURE", "OOM_RETENTION", "REPLAY_TOLERANCE", "RECENT_TAIL"]
+           "MAX_OOMS", "MAX_FUTURE", "merge_backfill_steps", "STEP_EVENTS", "OOM_RETENTION", "REPLAY_TOLERANCE", "RECENT_TAIL"]
 
 log = Logger()
 
@@ -428,9 +428,36 @@ def merge_backfill(
     - Everything else is offered to ``ledger``.
 
     ``count`` is called once per accepted event, history first, in order.
+    :func:`merge_backfill_steps` does the same a slice at a time.
+    """
+    steps = merge_backfill_steps(ledger, start_ns, history, lambda: (buffered, oldest_buffered), count)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+#: History events merged between two pauses of :func:`merge_backfill_steps`.
+STEP_EVENTS = 256
+
+
+def merge_backfill_steps(
+    ledger: Ledger,
+    start_ns: Optional[int],
+    history: List[TimedEvent],
+    take_buffered: Callable[[], Tuple[Sequence[TimedEvent], Optional[int]]],
+    count: Callable[[Event], None],
+) -> Generator[None, None, Backfill]:
+    """:func:`merge_backfill` as a generator that pauses after every :data:`STEP_EVENTS`
+    history events and returns its :class:`Backfill`: a big history is counted over many
+    reactor turns. The stream events buffered meanwhile are taken (``take_buffered()``:
+    the events and the oldest one's timestamp) at the end, in the last step.
     """
     result = Backfill()
     for index, (event, ns) in enumerate(history):
+        if index % STEP_EVENTS == STEP_EVENTS - 1:
+            yield None
         if start_ns is not None and ns < start_ns:
             result.dropped += 1
             continue
@@ -440,6 +467,7 @@ def merge_backfill(
             continue
         count(event)
         result.backfilled += 1
+    buffered, oldest_buffered = take_buffered()
     if history:
         cutoff = min(ns for _, ns in history[-RECENT_TAIL:])
         if oldest_buffered is not None and oldest_buffered < cutoff:

@@ -27,6 +27,7 @@ from .counters import EventCounters
 from .dnsclient import parse_dns_server
 from .dnstargets import parse_dns_name
 from .options import byte_size, seconds, server_endpoint, whole_number
+from .backfills import BackfillQueue
 from .gate import ConnectGate
 from .httpclients import stream_http_client
 from .streamclient import StreamClient
@@ -337,6 +338,7 @@ def makeService(config: Options, reactor=None) -> service.MultiService:
     stream_client = CAdvisorClient(reactor, http=stream_http_client(reactor, tls_policy=tls_policy),
                                    streams=StreamClient(reactor, tls_policy=tls_policy))
     connect_gate = ConnectGate(CONNECTS_IN_FLIGHT)
+    backfills = BackfillQueue(reactor)
     enrichment = make_enrichment(config, reactor, counters, stream_client)
     internet.TimerService(60, enrichment.expire).setServiceParent(top)
     activity = Activity(counters.counted, reactor)  # the status page's charts, sampled on a timer
@@ -356,6 +358,7 @@ def makeService(config: Options, reactor=None) -> service.MultiService:
             max_history_bytes=config["max-history-bytes"],
             first_delay=first_delay,
             connect_gate=connect_gate,
+            backfills=backfills,
             max_clock_skew=config["max-clock-skew"] or None,
             backfill_overlap=config["backfill-overlap"],
         )

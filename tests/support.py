@@ -142,6 +142,32 @@ def spec(text: str, **labels: str) -> TargetSpec:
 # -- one follower, time from task.Clock, cAdvisor the fake client ------------------------------
 
 
+class Turns:
+    """A reactor's ``callLater(0, ...)`` as a :class:`~cadvisor_events.backfills.BackfillQueue`
+    uses it: each :meth:`turn` runs what was scheduled before it began (``task.Clock.advance``
+    would also run what those schedule, all in one "turn")."""
+
+    def __init__(self) -> None:
+        self.scheduled: list = []
+
+    def callLater(self, delay, f, *args):
+        call = task.DelayedCall(0, f, args, {}, lambda c: self.scheduled.remove(c), lambda c: None)
+        self.scheduled.append(call)
+        return call
+
+    def turn(self) -> None:
+        calls, self.scheduled = self.scheduled, []
+        for call in calls:
+            call.called = 1
+            call.func(*call.args)
+
+
+def one_step_per_turn() -> Callable[[], float]:
+    """A queue's ``now`` under which each reactor turn runs one step (with a slice under 1)."""
+    ticks = iter(range(1 << 62))
+    return lambda: float(next(ticks))
+
+
 class FollowerTestCase(unittest.TestCase):
     """``make()`` starts a follower of :data:`TARGET` on ``self.clock`` with ``self.client`` (a
     :class:`~cadvisor_events.testing.FakeClient`) counting into ``self.counters``."""

@@ -17,11 +17,14 @@ from twisted.trial import unittest
 from cadvisor_events.cadvisor import Target, UpstreamError
 from cadvisor_events.event import timestamp_ns
 from cadvisor_events.ledger import MAX_OOMS
+from cadvisor_events.backfills import BackfillQueue
 from cadvisor_events.gate import ConnectGate
 from cadvisor_events.follower import PARTNER_WAIT, Follower
 from cadvisor_events.testing import CountingSink, FakeClient, FakeResponse, history_body
 
-from .support import NO_JITTER, A, B, C, D, E, F, G, FollowerTestCase, before, event, key, ts, until
+from .support import (
+    NO_JITTER, A, B, C, D, E, F, G, FollowerTestCase, Turns, before, event, key, one_step_per_turn, ts, until,
+)
 
 
 class FirstConnectTests(FollowerTestCase):
@@ -425,6 +428,70 @@ class GateTests(FollowerTestCase):
         f.stopService()
         gate.release()
         self.assertEqual((gate.held, self.client.streams), (0, []))
+
+
+class QueuedBackfillTests(FollowerTestCase):
+    """Histories counted through a BackfillQueue, one step per reactor turn."""
+
+    HISTORY = [event(f"/docker/c{i % 40}", "containerCreation" if i % 2 else "containerDeletion",
+                     ts(i // 100, nanos=i)) for i in range(1000)]
+
+    def make_queued(self, **kwargs) -> Follower:
+        self.turns = Turns()
+        return self.make(backfills=BackfillQueue(self.turns, slice_seconds=0.5, now=one_step_per_turn()),
+                         **kwargs)
+
+    def count_until_up(self, f: Follower) -> int:
+        turns = 0
+        while f.state != "up":
+            self.turns.turn()
+            turns += 1
+            self.assertLess(turns, 100)
+        return turns
+
+    def test_a_history_is_counted_over_several_turns_and_the_stream_waits(self):
+        gate = ConnectGate(1)
+        f = self.make_queued(connect_gate=gate)
+        self.clock.advance(0)
+        response = self.client.accept()
+        self.client.answer_history(*self.HISTORY)
+        self.assertEqual((f.state, self.counters.total, gate.held), ("backfilling", 0, 1))
+        self.turns.turn()  # the decode
+        self.turns.turn()  # a first slice
+        self.assertTrue(0 < self.counters.total < 1000, self.counters.total)
+        new = event("/docker/new", "containerCreation", ts(20))
+        response.send(new, self.HISTORY[-1])  # buffered meanwhile: one new, one repeat
+        self.assertEqual(self.count_until_up(f), 3)  # 1,000 events: four slices of 256, one taken
+        self.assertEqual(self.counters.counts, collections.Counter(map(key, self.HISTORY + [new])))
+        self.assertEqual((f.duplicates_dropped, gate.held), (1, 0))  # the slot was held until now
+
+    def test_a_break_between_steps_resumes_from_what_was_counted(self):
+        f = self.make_queued()
+        self.clock.advance(0)
+        response = self.client.accept()
+        self.client.answer_history(*self.HISTORY)
+        self.turns.turn()
+        self.turns.turn()
+        partial = self.counters.total
+        response.cut()
+        self.turns.turn()  # the backfill ends at its next step, counting nothing more
+        self.assertEqual((f.state, self.counters.total), ("down", partial))
+        self.clock.advance(1)
+        self.client.accept()
+        self.assertIsNotNone(self.client.last_start_time)  # not the whole history again
+        self.client.answer_history(*self.HISTORY)  # as a cAdvisor ignoring start_time would
+        self.count_until_up(f)
+        self.assertEqual(self.counters.counts, collections.Counter(map(key, self.HISTORY)))
+
+    def test_stopped_while_queued_nothing_is_decoded(self):
+        f = self.make_queued()
+        self.clock.advance(0)
+        self.client.accept()
+        self.client.answer_history(*self.HISTORY)
+        f.stopService()
+        self.turns.turn()
+        self.turns.turn()
+        self.assertEqual((self.counters.total, f.received, self.turns.scheduled), (0, 0, []))
 
 
 class StopTests(FollowerTestCase):
