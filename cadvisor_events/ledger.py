@@ -88,22 +88,21 @@ class OomMemory:
     dated at most a second early, and the cap is only reached within a
     second by a flood no kernel sends (it rate-limits its OOM reports).
 
-    Each remembered OOM is two machine words: its timestamp and the 64-bit
-    hash of what identifies it (container, pid and process for a kill; the
-    container for an ``oom``), in arrays sorted by timestamp, kills and
-    ``oom`` apart. A big fleet remembers millions of OOMs after re-reading
-    its histories; as objects (a key tuple, its strings, an int) each cost
-    some 200 bytes. Two different OOMs of one host with the same hash within
-    a second of each other would be taken for one: about once in 2**64 pairs.
+    A remembered OOM is its timestamp and the 64-bit hash of what identifies
+    it (container, pid and process for a kill; the container for an
+    ``oom``), kept in arrays (see :class:`_OomTable`): a big fleet remembers
+    millions of OOMs after re-reading its histories, and as objects (a key
+    tuple, its strings, ints, a dict entry) each cost some 200 bytes. Two
+    different OOMs of one host with the same hash within a second of each
+    other would be taken for one: about once in 2**64 pairs.
     """
 
     __slots__ = ("_kills", "_ooms", "_size", "newest_ns", "horizon_ns", "evicted", "_max", "_name")
 
     def __init__(self, max_ooms: int = MAX_OOMS, name: str = "") -> None:
-        #: Counted ``oomKill`` and ``oom`` events: (timestamps, key hashes), two arrays sorted
-        #: by timestamp; None until the first (most hosts never OOM).
-        self._kills: Optional[Tuple[array, array]] = None
-        self._ooms: Optional[Tuple[array, array]] = None
+        #: Counted ``oomKill`` and ``oom`` events; None until the first (most hosts never OOM).
+        self._kills: Optional[_OomTable] = None
+        self._ooms: Optional[_OomTable] = None
         self._size = 0
         self.newest_ns = _NO_MARK
         #: OOMs dated before this are older than what is remembered.
@@ -120,60 +119,57 @@ class OomMemory:
         """Remember ``event`` and return True if it is a new OOM, else False (a replay)."""
         if ns < self.horizon_ns or ns < self.newest_ns - OOM_RETENTION:
             return False
+        kills = self._kills
         if event.event_type == "oomKill":
             key = _kill_key(event)
-            if _near(self._kills, key, ns) is not None:
+            if kills is not None and kills.near(key, ns) is not None:
                 return False
-            self._kills = self._remember(self._kills, key, ns)
+            if kills is None:
+                kills = self._kills = _OomTable()
+            self._remember(kills, key, ns)
             return True
         key = hash(event.container_name)
         counted = self._ooms
-        if _near(counted, key, ns, ns) is not None:  # this very event (two OOMs of one cgroup
-            return False                               # never share a nanosecond)
-        if partner is not None:
-            original = _near(self._kills, _kill_key(partner), ns)
-            if original is not None and _near(counted, key, original, original) is not None:
+        if counted is not None:
+            if counted.holds(key, ns):  # this very event (two OOMs of one cgroup never share a nanosecond)
                 return False
-        elif _near(counted, key, ns) is not None:
-            return False
-        self._ooms = self._remember(counted, key, ns)
+            if partner is not None:
+                original = kills.near(_kill_key(partner), ns) if kills is not None else None
+                if original is not None and counted.holds(key, original):
+                    return False
+            elif counted.near(key, ns) is not None:
+                return False
+        else:
+            counted = self._ooms = _OomTable()
+        self._remember(counted, key, ns)
         return True
 
     def needs_partner(self, event: Event, ns: int) -> bool:
         """Whether an ``oom`` could be a replay, so that its partner must be seen first."""
-        return _near(self._ooms, hash(event.container_name), ns) is not None
+        return self._ooms is not None and self._ooms.near(hash(event.container_name), ns) is not None
 
-    def _remember(self, table: Optional[Tuple[array, array]], key: int, ns: int) -> Tuple[array, array]:
-        if table is None:
-            table = (array("q"), array("q"))
-        times, keys = table
-        if not times or ns >= times[-1]:
-            times.append(ns)
-            keys.append(key)
-        else:
-            index = bisect_right(times, ns)
-            times.insert(index, ns)
-            keys.insert(index, key)
+    def _remember(self, table: "_OomTable", key: int, ns: int) -> None:
+        table.add(key, ns)
         self._size += 1
         if ns > self.newest_ns:
             self.newest_ns = ns
-        if self._size > self._max or times[0] < self.newest_ns - OOM_RETENTION:
+        if self._size > self._max or table.times[0] < self.newest_ns - OOM_RETENTION:
             self._forget_oldest()
-        return table
 
     def _forget_oldest(self) -> None:
         """Drop what is past the retention, and the oldest beyond the cap (counted)."""
         oldest_kept = self.newest_ns - OOM_RETENTION
-        tables = [table for table in (self._kills, self._ooms) if table is not None]
+        kills, ooms = self._kills, self._ooms
         while True:
-            heads = [table for table in tables if table[0]]
-            if not heads:
+            kill_ns = kills.times[0] if kills is not None and kills.times else None
+            oom_ns = ooms.times[0] if ooms is not None and ooms.times else None
+            if oom_ns is None or (kill_ns is not None and kill_ns <= oom_ns):
+                table, old_ns = kills, kill_ns
+            else:
+                table, old_ns = ooms, oom_ns
+            if table is None or old_ns is None or (old_ns >= oldest_kept and self._size <= self._max):
                 return
-            oldest = min(heads, key=lambda table: table[0][0])
-            old_ns = oldest[0][0]
-            if old_ns >= oldest_kept and self._size <= self._max:
-                return
-            del oldest[0][0], oldest[1][0]
+            table.drop_oldest()
             self._size -= 1
             if old_ns >= oldest_kept:
                 self.evicted += 1
@@ -184,6 +180,73 @@ class OomMemory:
                              "of them is taken as already counted (said once)", name=self._name, n=self._max)
 
 
+class _OomTable:
+    """Remembered OOMs of one kind, each as (key hash, timestamp) twice: sorted by key then
+    time, for lookups in logarithmic time however many OOMs fall within a second (a flood),
+    and sorted by time, to forget the oldest. Four machine words an OOM."""
+
+    __slots__ = ("keys", "key_times", "times", "time_keys")
+
+    def __init__(self) -> None:
+        self.keys = array("q")
+        self.key_times = array("q")
+        self.times = array("q")
+        self.time_keys = array("q")
+
+    def _range(self, key: int) -> Tuple[int, int]:
+        """Where ``key``'s entries are in :attr:`keys` (an empty range when there are none)."""
+        keys = self.keys
+        low = bisect_left(keys, key)
+        if low == len(keys) or keys[low] != key:
+            return low, low
+        return low, bisect_right(keys, key, low)
+
+    def near(self, key: int, ns: int) -> Optional[int]:
+        """The remembered timestamp of ``key`` closest to ``ns`` within the replay tolerance, or None."""
+        low, high = self._range(key)
+        if low == high:
+            return None
+        times = self.key_times
+        index = bisect_left(times, ns, low, high)
+        best, gap = None, REPLAY_TOLERANCE
+        if index > low:
+            best_t = times[index - 1]  # at or before ns
+            if ns - best_t < gap:
+                best, gap = best_t, ns - best_t
+        if index < high and times[index] - ns < gap:
+            best = times[index]
+        return best
+
+    def holds(self, key: int, ns: int) -> bool:
+        """Whether ``key`` is remembered at exactly ``ns``."""
+        low, high = self._range(key)
+        if low == high:
+            return False
+        index = bisect_left(self.key_times, ns, low, high)
+        return index < high and self.key_times[index] == ns
+
+    def add(self, key: int, ns: int) -> None:
+        low, high = self._range(key)
+        index = bisect_right(self.key_times, ns, low, high)
+        self.keys.insert(index, key)
+        self.key_times.insert(index, ns)
+        times = self.times
+        if not times or ns >= times[-1]:
+            times.append(ns)
+            self.time_keys.append(key)
+        else:
+            index = bisect_right(times, ns)
+            times.insert(index, ns)
+            self.time_keys.insert(index, key)
+
+    def drop_oldest(self) -> None:
+        ns, key = self.times[0], self.time_keys[0]
+        del self.times[0], self.time_keys[0]
+        low, high = self._range(key)
+        index = bisect_left(self.key_times, ns, low, high)
+        del self.keys[index], self.key_times[index]
+
+
 def _kill_key(event: Event) -> int:
     """The hash of what identifies an ``oomKill``: its container, pid and process."""
     data = event.event_data
@@ -191,32 +254,6 @@ def _kill_key(event: Event) -> int:
     if oom is None:
         return hash((event.container_name, 0, ""))
     return hash((event.container_name, oom.pid, oom.process_name))
-
-
-def _near(table: Optional[Tuple[array, array]], key: int, ns: int, within: Optional[int] = None) -> Optional[int]:
-    """The timestamp of a remembered OOM with hash ``key`` closest to ``ns`` within the replay
-    tolerance (with ``within``: exactly at it), or None."""
-    if table is None:
-        return None
-    times, keys = table
-    if within is not None:
-        index = bisect_left(times, ns)
-        while index < len(times) and times[index] == ns:
-            if keys[index] == key:
-                return ns
-            index += 1
-        return None
-    index = bisect_right(times, ns - REPLAY_TOLERANCE)
-    best, gap = None, REPLAY_TOLERANCE
-    while index < len(times):
-        t = times[index]
-        distance = t - ns if t > ns else ns - t
-        if t >= ns + REPLAY_TOLERANCE:
-            break
-        if keys[index] == key and distance < gap:
-            best, gap = t, distance
-        index += 1
-    return best
 
 
 class EventFingerprints:
