@@ -15,19 +15,18 @@ restarts of the same container of a pod (same labels, same series) and go
 
 Who a container is, and which cgroup lost the process, is decided by the
 caller (:mod:`cadvisor_events.enrich`); this module never does I/O, never
-reads a spec and renders its lines once, again only when a count moved, like
-:mod:`cadvisor_events.counters`.
+reads a spec and keeps its series as :mod:`cadvisor_events.counters` keeps its own
+(slots of label pieces, values rendered again only when a count moved).
 """
 
 from __future__ import annotations
 
-import sys
 from bisect import insort
 from types import MappingProxyType
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 from .exposition import escape_label_value, family_header
-from .counters import RenderedLines, value_bytes
+from .counters import CHUNK_BYTES, SeriesSlots, value_bytes
 
 __all__ = ["OomKills", "HostOomKills", "RecentKill", "CONTAINER_METRIC", "NODE_METRIC", "RECENT_KILLS"]
 
@@ -41,7 +40,7 @@ RECENT_KILLS = 100
 
 #: (namespace, pod, container): one series of the container family per host.
 ContainerKey = Tuple[str, str, str]
-#: What a host's lazily made maps and lines are until first written (read-only).
+#: What a host's lazily made maps are until first written (read-only).
 _EMPTY: Any = MappingProxyType({})
 
 
@@ -73,31 +72,25 @@ class RecentKill(NamedTuple):
         }
 
 
-class _Series:
-    """One container series: its count and rendered line slot."""
+class HostOomKills(SeriesSlots):
+    """One host's OOM kill series; its enricher says what was learned, killed and deleted.
 
-    __slots__ = ("count", "rendered", "cut", "index")
-
-    def __init__(self, cut: int, index: int) -> None:
-        self.count = 0
-        self.rendered = 0
-        self.cut = cut
-        self.index = index
-
-
-class HostOomKills(RenderedLines):
-    """One host's OOM kill series; its enricher says what was learned, killed and deleted."""
+    A slot's pieces: ``name{<host labels>`` (one per host), ``namespace="..",pod="..",container=".."} ``
+    and its value.
+    """
 
     __slots__ = ("name", "labels", "series", "cgroups", "deletions", "node_kills",
-                 "node_line", "node_ready", "_store")
+                 "node_line", "node_ready", "_store", "_head")
+
+    width = 3
 
     def __init__(self, store: "OomKills", name: str, labels: Sequence[Tuple[str, str]]) -> None:
         super().__init__()
         self.name = name
         self.labels = tuple(labels)
-        # ``series``, ``cgroups`` and ``lines`` start as shared read-only empties, made real on
+        # ``series``, ``cgroups`` and the slots start as shared read-only empties, made real on
         # first write: a fleet has thousands of hosts, many without a container.
-        self.series: Dict[ContainerKey, _Series] = _EMPTY
+        self.series: Dict[ContainerKey, int] = _EMPTY
         #: Cgroup -> the key of its series: every cgroup learned, deleted ones until the TTL.
         self.cgroups: Dict[str, ContainerKey] = _EMPTY
         #: Deleted cgroup -> when; a creation removes it. Its host's event counters keep exactly
@@ -106,6 +99,7 @@ class HostOomKills(RenderedLines):
         self.deletions: Dict[str, float] = {}
         self.node_kills = 0
         self._store = store
+        self._head = f"{CONTAINER_METRIC}{{{self._host_labels()}".encode()
         self.node_line = self._node_prefix() + b"0\n"
         #: Whether the node series is shown: once the host's history is counted (see
         #: :meth:`ready`), so a restarted exporter never shows 0 before the seeded value.
@@ -136,14 +130,15 @@ class HostOomKills(RenderedLines):
             known = self.cgroups.get(cgroup)  # a deleted one's too: a late or replayed kill
             if known is None:
                 known = self._live(cgroup, key)
-            series = self.series.get(known)
-            if series is None:  # its series expired: back, for this kill, until the next expiry
-                series = self._add(known)
-            if series.count == series.rendered:
-                if self.dirty is None:
-                    self.dirty = []
-                self.dirty.append(series)
-            series.count += 1
+            index = self.series.get(known)
+            if index is None:  # its series expired: back, for this kill, until the next expiry
+                index = self._add(known)
+            count = self.counts[index]
+            if count == self.marks[index]:
+                if self.touched is None:
+                    self.touched = []
+                self.touched.append(index)
+            self.counts[index] = count + 1
             if (kill.namespace, kill.pod, kill.container) != known:
                 kill = kill._replace(namespace=known[0], pod=known[1], container=known[2])
         if kill.node_oom:
@@ -161,7 +156,6 @@ class HostOomKills(RenderedLines):
         self.deletions.setdefault(cgroup, self._store.clock.seconds())
 
     def _live(self, cgroup: str, key: ContainerKey) -> ContainerKey:
-        key = (sys.intern(key[0]), sys.intern(key[1]), sys.intern(key[2]))
         if self.cgroups is _EMPTY:
             self.cgroups = {}
         self.cgroups[cgroup] = key
@@ -169,16 +163,16 @@ class HostOomKills(RenderedLines):
             self._add(key)
         return key
 
-    def _add(self, key: ContainerKey) -> _Series:
+    def _add(self, key: ContainerKey) -> int:
         namespace, pod, container = key
-        prefix = (f'{CONTAINER_METRIC}{{{self._host_labels()}namespace="{escape_label_value(namespace)}",'
-                  f'pod="{escape_label_value(pod)}",container="{escape_label_value(container)}"}} ').encode()
-        index = self._place(prefix + b"0\n")
+        labels = (f'namespace="{escape_label_value(namespace)}",pod="{escape_label_value(pod)}",'
+                  f'container="{escape_label_value(container)}"}} ').encode()
+        index = self._place(key, [self._head, labels])
         if self.series is _EMPTY:
             self.series = {}
-        series = self.series[key] = _Series(len(prefix), index)
+        self.series[key] = index
         self._store.series_count += 1
-        return series
+        return index
 
     def expire(self, cutoff: float) -> int:
         """Forget containers deleted before ``cutoff``, and the series none of the remaining
@@ -199,7 +193,7 @@ class HostOomKills(RenderedLines):
 
     def values(self) -> Dict[ContainerKey, int]:
         """``{(namespace, pod, container): kills}`` (tests)."""
-        return {key: series.count for key, series in self.series.items()}
+        return {key: self.counts[index] for key, index in self.series.items()}
 
 
 class OomKills:
@@ -254,11 +248,27 @@ class OomKills:
 
     def render_into(self, parts: List[bytes], openmetrics: bool = False) -> None:
         """Both families, headers included, appended to ``parts``."""
-        parts.append(_header(CONTAINER_METRIC, CONTAINER_HELP, openmetrics))
-        for kills in self.hosts.values():
-            parts += kills.render_lines()
-        parts.append(_header(NODE_METRIC, NODE_HELP, openmetrics))
-        parts += [kills.node_line for kills in self.hosts.values() if kills.node_ready]
+        for chunk in self.render_chunks(openmetrics):
+            parts += chunk
+
+    def render_chunks(self, openmetrics: bool = False, size: int = CHUNK_BYTES) -> Iterator[List[bytes]]:
+        """Both families as lists of byte strings of about ``size`` bytes in all, host by host
+        (see ``EventCounters.render_chunks``); a host removed meanwhile is left out."""
+        chunk = [_header(CONTAINER_METRIC, CONTAINER_HELP, openmetrics)]
+        held = 0
+        hosts = self.hosts
+        for kills in list(hosts.values()):
+            if hosts.get(kills.name) is not kills:
+                continue
+            kills.sync()
+            chunk += kills.parts
+            held += kills.size
+            if held >= size:
+                yield [b"".join(chunk)]
+                chunk, held = [], 0
+        chunk.append(_header(NODE_METRIC, NODE_HELP, openmetrics))
+        chunk += [kills.node_line for kills in hosts.values() if kills.node_ready]
+        yield [b"".join(chunk)]
 
     def render(self, openmetrics: bool = False) -> bytes:
         parts: List[bytes] = []

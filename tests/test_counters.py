@@ -1,6 +1,7 @@
 """Tests for cadvisor_events.counters: counting, retention, the cap, rendering."""
 
 import random
+from collections import OrderedDict
 
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.task import Clock
@@ -143,7 +144,7 @@ class CountingTests(unittest.TestCase):
     def test_big_values_render_like_go(self):
         host = self.counters.host("h:1")
         host.count(event("/docker/1", "oom"))
-        next(iter(host.series.values())).count = 1_234_567
+        host.counts[next(iter(host.series.values()))] = 1_234_567
         self.assertIn(b"} 1.234567e+06\n", self.counters.render())
 
     def test_empty_render(self):
@@ -162,14 +163,14 @@ class RenderCacheTests(unittest.TestCase):
         host.count(event("/docker/1", "oom"))
         host.count(event("/docker/2", "oom"))
         first = self.counters.render()
-        one, two = host.render_lines()
-        self.assertIsNone(host.dirty)  # nothing to render again (no list kept while empty)
+        pieces = list(host.render_lines())
+        self.assertIsNone(host.touched)  # nothing to render again (no list kept while empty)
         host.count(event("/docker/2", "oom"))
         host.count(event("/docker/2", "oom"))
-        self.assertEqual(len(host.dirty), 1)  # listed once, however often counted
-        lines = host.render_lines()
-        self.assertIs(lines[0], one)
-        self.assertTrue(lines[1].endswith(b"} 3\n"), lines[1])
+        self.assertEqual(len(host.touched), 1)  # listed once, however often counted
+        again = host.render_lines()
+        self.assertEqual([a is b for a, b in zip(pieces, again)], [True] * 9 + [False])
+        self.assertEqual(again[-1], b"3\n")
         self.assertEqual(self.counters.render(), first.replace(b"} 1\n", b"} 3\n").replace(
             b'id="/docker/1",oom_process=""} 3', b'id="/docker/1",oom_process=""} 1'))
 
@@ -180,7 +181,7 @@ class RenderCacheTests(unittest.TestCase):
         self.clock.advance(101)
         self.counters.expire()
         host.count(event("/docker/3", "oom"))
-        self.assertEqual(len(host.lines), 2)
+        self.assertEqual(len(host.keys), 2)
         self.assertEqual(self.counters.render().count(b"\n"), 2)
 
     def test_counts_added_after_a_render_show_in_the_next(self):
@@ -274,3 +275,153 @@ class LabelSourceTests(unittest.TestCase):
         for name in ("namespace", "pod", "container", "image", "name"):
             with self.assertRaises(ValueError):
                 self.counters.host("h:2", labels=((name, "x"),))
+
+
+def fresh(text):
+    """An equal string that is another object, as every decoded event's strings are."""
+    return text[:1] + text[1:]
+
+
+class SharedPiecesTests(unittest.TestCase):
+    """A series is a slot of label pieces its container's other series share, never a line of its own."""
+
+    def setUp(self):
+        self.clock = Clock()
+        self.counters = EventCounters(self.clock, series_ttl=100)
+        self.host = self.counters.host("h:1", labels=(("cluster", "eu"),))
+        self.who = {"/pod/c1": 'namespace="shop",container="api",'}
+        self.host.label_source = lambda key: key[3] if len(key) > 3 else self.who.get(key[0], "")
+
+    def test_a_containers_series_share_its_pieces_and_strings(self):
+        cgroup = "/pod/c1"
+        for kind, process in (("containerCreation", ""), ("oom", ""), ("oomKill", "java"), ("oomKill", "node")):
+            self.host.count_key((fresh(cgroup), fresh(kind), fresh(process)))
+        keys = list(self.host.series)
+        self.assertEqual(len({id(key[0]) for key in keys}), 1)  # one cgroup string for four keys
+        parts = self.host.render_lines()
+        heads, ids = parts[0::5], parts[2::5]
+        self.assertTrue(all(head is heads[0] for head in heads))
+        self.assertTrue(all(piece is ids[0] for piece in ids))
+        other = self.counters.host("h:2")
+        other.count_key((fresh(cgroup), fresh("oomKill"), fresh("java")))
+        self.assertIs(other.render_lines()[1], parts[11])  # event type and process: fleet-wide
+        self.assertIs(other.render_lines()[3], parts[13])
+        self.assertEqual(
+            self.counters.render().split(b"\n")[2],
+            b'cadvisor_container_events_total{host="h:1",cluster="eu",namespace="shop",container="api",'
+            b'event_type="oomKill",id="/pod/c1",oom_process="java"} 1')
+
+    def test_a_later_series_of_a_container_gets_the_labels_known_then(self):
+        self.host.count(event("/pod/c1", "containerCreation"))
+        self.who["/pod/c1"] = 'namespace="shop",container="renamed",'
+        self.host.count(event("/pod/c1", "oom"))
+        self.host.count(event("/pod/c1", "containerCreation"))
+        text = self.counters.render()
+        self.assertIn(b'container="api",event_type="containerCreation",id="/pod/c1",oom_process=""} 2\n', text)
+        self.assertIn(b'container="renamed",event_type="oom",id="/pod/c1",oom_process=""} 1\n', text)
+
+    def test_what_a_container_shared_goes_with_its_last_series(self):
+        self.host.count(event("/pod/c1", "oom"))
+        self.host.count(event("/pod/c1", "containerDeletion"))
+        self.host.count(event("/pod/c2", "oom"))
+        self.assertEqual(set(self.host._containers), {"/pod/c1", "/pod/c2"})
+        self.clock.advance(100)
+        self.assertEqual(self.counters.expire(), 2)
+        self.assertEqual(set(self.host._containers), {"/pod/c2"})
+        capped = EventCounters(self.clock, max_series=1)
+        host = capped.host("h:1")
+        host.count(event("/pod/c1", "oom"))
+        host.count(event("/pod/c2", "oom"))  # evicts /pod/c1's only series
+        capped.expire()
+        self.assertEqual(set(host._containers), {"/pod/c2"})
+
+    def test_a_deleted_container_is_remembered_by_the_shared_name(self):
+        self.host.count(event("/pod/c1", "oom"))
+        self.host.count_key((fresh("/pod/c1"), "containerDeletion", ""))
+        (name,) = self.host.deleted
+        self.assertIs(name, next(iter(self.host.series))[0])
+
+
+class EvictionTests(unittest.TestCase):
+    """--max-series evicts exactly the least recently updated series, as an ordered dict would."""
+
+    def test_evictions_match_a_least_recently_updated_model(self):
+        for seed, cap in ((1, 7), (2, 40), (3, 1500)):
+            rng = random.Random(seed)
+            clock = Clock()
+            counters = EventCounters(clock, series_ttl=50, max_series=cap)
+            model = OrderedDict()  # (host, key) -> count, least recently updated first
+            evicted = 0
+            for step in range(8000):
+                name = f"h:{rng.randrange(4)}"
+                key = (f"/docker/{rng.randrange(cap // 2 + 3)}", rng.choice(("oom", "containerCreation")), "")
+                counters.host(name).count_key(key)
+                model[(name, key)] = model.pop((name, key), 0) + 1
+                if len(model) > cap:
+                    model.popitem(last=False)
+                    evicted += 1
+                if rng.random() < 0.002:
+                    counters.remove_host("h:3")
+                    for entry in [entry for entry in model if entry[0] == "h:3"]:
+                        del model[entry]
+            snapshot = {(name, *key): n for (name, key), n in model.items()}
+            self.assertEqual(counters.snapshot(), snapshot, f"seed {seed}")
+            self.assertEqual((counters.series_count, counters.evicted["max_series"]), (len(model), evicted))
+            self.assertGreater(evicted, 1000)
+
+    def test_a_removed_or_expired_series_is_no_candidate(self):
+        clock = Clock()
+        counters = EventCounters(clock, series_ttl=10, max_series=3)
+        a = counters.host("a:1")
+        a.count(event("/docker/1", "containerDeletion"))
+        a.count(event("/docker/2", "oom"))
+        a.count(event("/docker/3", "oom"))
+        a.count(event("/docker/4", "oom"))  # evicts /docker/1, lists the others as candidates
+        clock.advance(10)
+        counters.expire()
+        counters.remove_host("a:1")
+        b = counters.host("b:1")
+        for n in range(5):
+            b.count(event(f"/docker/{n}", "oom"))
+        self.assertEqual(sorted(counters.snapshot()),
+                         [("b:1", f"/docker/{n}", "oom", "") for n in (2, 3, 4)])
+        self.assertEqual(counters.evicted, {"ttl": 0, "max_series": 3, "target_removed": 3})
+
+
+class RenderChunksTests(unittest.TestCase):
+    """/metrics may render a bounded piece per reactor turn."""
+
+    def setUp(self):
+        self.clock = Clock()
+        self.counters = EventCounters(self.clock)
+        for h in range(30):
+            host = self.counters.host(f"h:{h}")
+            for n in range(20):
+                host.count(event(f"/docker/{n}", "oomKill", "java"))
+
+    def test_the_chunks_joined_are_the_render(self):
+        class Family:
+            def render_into(self, parts, openmetrics=False):
+                parts.append(b"x_total %d\n" % openmetrics)
+
+        self.counters.families_after.append(Family())
+        chunks = list(self.counters.render_chunks(True, size=10_000))
+        self.assertGreater(len(chunks), 5)
+        self.assertTrue(all(sum(map(len, chunk)) < 20_000 for chunk in chunks))
+        whole = []
+        self.counters.render_into(whole, True)
+        self.assertEqual(b"".join(b"".join(chunk) for chunk in chunks), b"".join(whole))
+        self.assertTrue(b"".join(whole).endswith(b"x_total 1\n"))
+
+    def test_a_chunk_is_a_snapshot_and_later_chunks_follow_the_fleet(self):
+        chunks = self.counters.render_chunks(size=1)
+        first = next(chunks)
+        text = b"".join(first)
+        self.counters.host("h:0").count(event("/docker/0", "oomKill", "java"))
+        self.counters.remove_host("h:2")
+        self.assertEqual(b"".join(first), text)
+        rest = b"".join(b"".join(chunk) for chunk in chunks)
+        self.assertNotIn(b'host="h:2"', rest)
+        self.assertIn(b'host="h:1"', rest)
+        self.assertIn(b'host="h:0",event_type="oomKill",id="/docker/0",oom_process="java"} 2\n',
+                      self.counters.render())

@@ -94,7 +94,7 @@ class SeriesTests(unittest.TestCase):
         self.kills.expire()
         self.host.killed(kill(cgroup="/raw"), "/raw", ("", "", "/raw"))  # never learned: born at 1
         self.assertEqual(self.host.values(), {("", "", "/raw"): 1})
-        self.assertEqual(len([line for line in self.host.lines if line]), 1)  # the slot was reused
+        self.assertEqual(self.host.keys, [("", "", "/raw")])  # the slot was reused
 
     def test_a_recreated_cgroup_keeps_its_key(self):
         self.host.learned("/a", CHECKOUT)
@@ -127,11 +127,22 @@ class SeriesTests(unittest.TestCase):
         self.host.learned("/a", CHECKOUT)
         self.host.learned("/b", ("payments", "checkout-7d9f", "sidecar"))
         self.kills.render()
-        first = list(self.host.lines)
+        first = list(self.host.parts)
+        self.assertIs(first[0], first[3])  # the host's labels: one piece for all its series
         self.host.killed(kill(cgroup="/b"), "/b", ("payments", "checkout-7d9f", "sidecar"))
-        lines = self.host.render_lines()
-        self.assertIs(lines[0], first[0])
-        self.assertTrue(lines[1].endswith(b"} 1\n"))
+        self.assertEqual(self.host.touched, [1])
+        parts = self.host.render_lines()
+        self.assertEqual([a is b for a, b in zip(first, parts)], [True] * 5 + [False])
+        self.assertEqual(parts[-1], b"1\n")
+
+    def test_rendered_in_chunks_as_at_once(self):
+        for n in range(40):
+            self.kills.host(f"n:{n}").learned("/a", CHECKOUT)
+            self.kills.host(f"n:{n}").ready()
+        chunks = list(self.kills.render_chunks(True, 500))
+        self.assertGreater(len(chunks), 3)
+        self.assertEqual(b"".join(b"".join(chunk) for chunk in chunks), self.kills.render(True))
+        self.assertEqual(len(samples(self.kills, True)), 40 + 40)  # container and node series
 
 
 class RecentTests(unittest.TestCase):
