@@ -60,7 +60,21 @@ def scrape(port: int, compressed: bool = False) -> tuple[float, bytes]:
     head, _, body = response.partition(b"\r\n\r\n")
     if not head.startswith(b"HTTP/1.1 200"):
         raise RuntimeError(f"/metrics answered {head[:100]!r}")
+    if b"\r\ntransfer-encoding: chunked" in head.lower():  # a body rendered as it is sent
+        body = dechunk(body)
     return elapsed, body
+
+
+def dechunk(data: bytes) -> bytes:
+    """An HTTP/1.1 chunked body's content."""
+    parts, offset = [], 0
+    while True:
+        line_end = data.index(b"\r\n", offset)
+        size = int(data[offset:line_end].split(b";")[0], 16)
+        if not size:
+            return b"".join(parts)
+        parts.append(data[line_end + 2:line_end + 2 + size])
+        offset = line_end + 2 + size + 2
 
 
 def received(port: int) -> int:

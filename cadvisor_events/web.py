@@ -15,7 +15,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Union
 from urllib.parse import unquote_to_bytes
 
 from prometheus_client import CollectorRegistry
@@ -30,7 +30,7 @@ from .activity import Activity
 from .authgate import AuthGate
 from .exposition import EVENTS_HELP, EVENTS_METRIC, TEXT_CONTENT_TYPE, family_header
 from .plaintext import NotFound, PlainTextResource, error_body
-from .scrapes import AnswerLimit, BodySender, SharedBodies
+from .scrapes import AnswerLimit, BodySender, RenderedBody, SharedBodies
 from .fleetquery import BadQuery, TargetQuery, fleet_status, follower_status, kill_matches, select_targets
 from .statuspage import HostPage, StatusJson, StatusPage
 
@@ -75,17 +75,19 @@ class MetricsResource(PlainTextResource):
             gzip_inline=gzip_bytes, inline_limit=GZIP_INLINE_LIMIT, clock=clock,
         )
 
-    def render_body(self, encoder: Callable[[CollectorRegistry], bytes], openmetrics: bool) -> bytes:
-        """A whole /metrics document: the event family, self-metrics, the registry's families."""
+    def render_body(self, encoder: Callable[[CollectorRegistry], bytes], openmetrics: bool) -> Iterator[List[bytes]]:
+        """A whole /metrics document in pieces, made as they are asked for (one per reactor turn
+        or so, see :class:`~cadvisor_events.scrapes.RenderedBody`): the event family a few
+        megabytes at a time (``EventCounters.render_chunks``, never joined whole), then
+        self-metrics and the registry's families, rendered last."""
+        yield [OPENMETRICS_EVENTS_HEADER if openmetrics else TEXT_EVENTS_HEADER]
+        yield from self.counters.render_chunks(openmetrics)
         registry_text = encoder(self.registry).decode("utf-8")
         if openmetrics and registry_text.endswith(EOF_LINE):
             registry_text = registry_text[: -len(EOF_LINE)]
         tail = (self.fleet_metrics.render(openmetrics) + self.scrape_metrics(openmetrics) + registry_text
                 + (EOF_LINE if openmetrics else ""))
-        parts = [OPENMETRICS_EVENTS_HEADER if openmetrics else TEXT_EVENTS_HEADER]
-        self.counters.render_into(parts, openmetrics)
-        parts.append(tail.encode("utf-8"))
-        return b"".join(parts)  # the one copy of the event lines
+        yield [tail.encode("utf-8")]
 
     def scrape_metrics(self, openmetrics: bool) -> str:
         """The families about /metrics itself, named as client_golang's promhttp names them."""
@@ -118,20 +120,25 @@ class MetricsResource(PlainTextResource):
         encoder, content_type = choose_encoder(accept)
         openmetrics = content_type.startswith("application/openmetrics-text")
 
-        def render() -> bytes:
+        def render() -> Iterator[List[bytes]]:
             return self.render_body(encoder, openmetrics)
 
         request.setHeader(
             b"Content-Type", content_type.encode() if openmetrics else TEXT_CONTENT_TYPE
         )
         request.setHeader(b"Vary", b"Accept-Encoding")
-        if request.method != b"GET" or not accepts_gzip(request.getHeader(b"accept-encoding")):
+        if request.method != b"GET":  # HEAD: the identity answer's headers, no body
             body = self.bodies.identity(content_type, render)
             self.limit.answered(200)
             request.setHeader(b"Content-Length", b"%d" % len(body))
-            if request.method != b"GET":
-                return b""  # HEAD: the identity answer's headers, no body
-            return self._send(request, body)
+            return b""
+        if not accepts_gzip(request.getHeader(b"accept-encoding")):
+            sliced = self.bodies.sliced(content_type, render)
+            sliced.start()
+            self.limit.answered(200)
+            if sliced.done:  # whole already: its length is known (else chunked)
+                request.setHeader(b"Content-Length", b"%d" % sliced.size)
+            return self._send(request, sliced)
         gzipped = self.bodies.gzipped(content_type, render)
         if isinstance(gzipped, bytes):
             self.limit.answered(200)
@@ -154,7 +161,7 @@ class MetricsResource(PlainTextResource):
         gzipped.addCallbacks(send, failed)
         return NOT_DONE_YET
 
-    def _send(self, request, body: bytes):
+    def _send(self, request, body: Union[bytes, RenderedBody]):
         """Send ``body`` (shared: never copied whole) as the connection drains."""
         offer_large_writes(request.channel)
         BodySender(request, body, slice_size=SCRAPE_SEND_LIMIT, clock=self.clock).start()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.internet import defer, task
 from twisted.trial import unittest
 
-from cadvisor_events.scrapes import AnswerLimit, BodySender, SharedBodies
+from cadvisor_events.scrapes import PIECE_BYTES, AnswerLimit, BodySender, RenderedBody, SharedBodies
 
 
 class FakeRequest:
@@ -108,8 +108,149 @@ class BodySenderTests(unittest.TestCase):
         sender = self.send(request, slice_size=4096)
         request.lose()
         request.drain()
-        self.assertEqual((len(request.written), request.finished, sender.body), (1, False, b""))
+        self.assertEqual((len(request.written), request.finished, sender.body.size), (1, False, 0))
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class Turns(task.Clock):
+    """A clock whose :meth:`turn` runs what was due when it began, as one reactor iteration
+    does (a ``callLater(0)`` made meanwhile waits for the next one; ``task.Clock.advance``
+    would run it at once)."""
+
+    def turn(self) -> None:
+        due = [call for call in self.getDelayedCalls() if call.getTime() <= self.seconds()]
+        for call in sorted(due, key=lambda call: call.getTime()):
+            if call.active():
+                self.calls.remove(call)
+                call.called = True
+                call.func(*call.args, **call.kw)
+
+
+class RenderedBodyTests(unittest.TestCase):
+    """A big body is rendered one batch per reactor turn, as its readers need it, and shared."""
+
+    LINE = b"x" * 99 + b"\n"
+
+    def setUp(self):
+        self.clock = Turns()
+        self.rendered: list = []  # (turn, piece index) as pieces are made
+        self.turn = 0
+
+    def pieces(self, count: int, lines: int = 1000):
+        """A render of ``count`` pieces of ``lines`` 100-byte lines each, noting when each is made."""
+        for index in range(count):
+            self.rendered.append((self.turn, index))
+            yield [b"%09d" % index + self.LINE[9:]] * lines
+
+    def expected(self, count: int, lines: int = 1000) -> bytes:
+        return b"".join(b"%09d" % index + self.LINE[9:] for index in range(count) for _ in range(lines))
+
+    def advance(self) -> None:
+        """One reactor turn."""
+        self.turn += 1
+        self.clock.turn()
+
+    def sender(self, body: RenderedBody, buffer_size: int = 1 << 30) -> FakeRequest:
+        request = FakeRequest(buffer_size)
+        BodySender(request, body, slice_size=1 << 20, clock=self.clock).start()
+        return request
+
+    def test_one_batch_per_turn_while_requests_are_served_between(self):
+        count = 3 * PIECE_BYTES // 100_000 + 5  # 100 kB pieces: a few turns' worth
+        body = RenderedBody(self.pieces(count), clock=self.clock)
+        request = self.sender(body)
+        self.assertLessEqual(len(self.rendered), PIECE_BYTES // 100_000 + 1)  # only the first batch now
+        self.assertFalse(request.finished)
+        turns = 0
+        while not request.finished:
+            self.advance()
+            turns += 1
+            self.assertLess(turns, 100)
+        per_turn = {}
+        for turn, _ in self.rendered:
+            per_turn[turn] = per_turn.get(turn, 0) + 1
+        self.assertGreaterEqual(len(per_turn), 4, per_turn)
+        self.assertLessEqual(max(per_turn.values()), PIECE_BYTES // 100_000 + 1)  # <= one batch a turn
+        self.assertEqual(b"".join(request.written), self.expected(count))
+        self.assertEqual(body.size, count * 100_000)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_the_answers_of_a_round_share_one_render_and_passed_batches_go(self):
+        bodies = SharedBodies(compress=lambda body: defer.succeed(body), gzip_inline=bytes, inline_limit=0,
+                              clock=self.clock)
+        renders = []
+
+        def render():
+            renders.append(1)
+            return self.pieces(100)  # 10 MB: three batches
+
+        fast = self.sender(bodies.sliced("text", render))
+        slow = self.sender(bodies.sliced("text", render), buffer_size=1)  # takes one slice per drain
+        self.assertEqual(len(renders), 1)
+        body = bodies.sliced("text", render)
+        while not fast.finished:
+            self.advance()
+        self.assertEqual(len(renders), 1)
+        self.assertIsNot(bodies.sliced("text", render), body)  # a new round, a new render
+        self.assertEqual(len(renders), 2)
+        self.assertTrue(body.done)
+        self.assertEqual(body.batches[0] is None, False)  # the slow answer still needs it
+        while not slow.finished:
+            slow.drain()
+            self.advance()
+        self.assertEqual(b"".join(fast.written), self.expected(100))
+        self.assertEqual(b"".join(slow.written), self.expected(100))
+        self.assertEqual(body.batches, [None] * len(body.batches))  # every batch passed: none kept
+
+    def test_a_small_body_is_whole_after_start(self):
+        body = RenderedBody(self.pieces(3, lines=10), clock=self.clock)
+        body.start()
+        self.assertEqual((body.done, body.size), (True, 3000))
+        request = self.sender(body)
+        self.assertTrue(request.finished)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_whole_during_its_round_for_answers_that_need_it_whole(self):
+        bodies = SharedBodies(compress=lambda body: defer.succeed(body), gzip_inline=bytes, inline_limit=0,
+                              clock=self.clock)
+        render = lambda: self.pieces(100)  # noqa: E731
+        plain = self.sender(bodies.sliced("text", render))
+        self.assertFalse(plain.finished)
+        self.assertEqual(bodies.identity("text", render), self.expected(100))  # rendered to the end now
+        self.assertEqual(bodies.renders, 1)
+        self.advance()
+        self.assertEqual(b"".join(plain.written), self.expected(100))
+
+    def test_a_render_failing_part_way_cuts_its_answers(self):
+        def render():
+            yield from self.pieces(60)
+            raise MemoryError("no more")
+
+        body = RenderedBody(render(), clock=self.clock)
+        request = self.sender(body)
+        for _ in range(5):
+            self.advance()
+        self.assertTrue(request.aborted)
+        self.assertFalse(request.finished)
+        self.assertEqual(len(self.flushLoggedErrors(MemoryError)), 1)
+
+    def test_a_failure_in_the_first_batch_is_raised(self):
+        def render():
+            raise ValueError("bad")
+            yield []
+
+        self.assertRaises(ValueError, RenderedBody(render(), clock=self.clock).start)
+
+    def test_nothing_more_is_rendered_once_every_answer_left(self):
+        body = RenderedBody(self.pieces(200), clock=self.clock)
+        body.close_round()
+        request = self.sender(body)
+        made = len(self.rendered)
+        request.lose()
+        for _ in range(5):
+            self.advance()
+        self.assertEqual(len(self.rendered), made)
+        self.assertEqual(body.batches, [None] * len(body.batches))
 
 
 class SharedBodiesTests(unittest.TestCase):
@@ -139,6 +280,13 @@ class SharedBodiesTests(unittest.TestCase):
         self.clock.advance(0)
         self.assertNotEqual(self.bodies.identity("text", self.render()), a)
         self.assertEqual(self.bodies.renders, 3)
+
+    def test_a_body_already_sent_is_whole_for_the_rest_of_its_round(self):
+        request = FakeRequest(buffer_size=1 << 20)
+        BodySender(request, self.bodies.sliced("text", self.render()), slice_size=4096, clock=self.clock).start()
+        self.assertTrue(request.finished)
+        self.assertEqual(self.bodies.identity("text", self.render()), b"1" * 20)  # a HEAD, a gzip
+        self.assertEqual(self.bodies.renders, 1)
 
     def test_small_bodies_are_gzipped_at_once(self):
         self.assertEqual(self.bodies.gzipped("text", self.render(size=5)), b"gz:11111")
