@@ -7,7 +7,8 @@ stops and forgets followers of targets that went away, and replaces those
 whose spec changed. It must never talk to a cAdvisor, count events or
 decide what a follower does: followers come from an injected factory.
 Shutdown waits for every follower, so streams are closed cleanly. While it
-runs, the cyclic garbage collector runs less often (:func:`tune_gc`).
+runs, the cyclic garbage collector runs less often and never scans the
+long-lived objects again and again (:class:`CollectorPolicy`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Callable, Optional
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet import defer
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -32,8 +34,15 @@ SMALL_BATCH = 50
 #: flight anyway; a fixed 10 s spread kept a 10,000-host fleet from being up in 10 s.
 SPREAD_RATE = 4000.0
 SPREAD_MAX = 10.0
-#: Collector thresholds while a fleet runs (see :func:`tune_gc`).
-GC_THRESHOLDS = (10_000, 10, 10)
+#: Collector thresholds while a fleet runs (see :func:`tune_gc`): young collections rarer than
+#: CPython's default (700, 10, 10), and no automatic full collection (:class:`CollectorPolicy`
+#: makes them, over recent objects only).
+GC_THRESHOLDS = (10_000, 10, 1 << 30)
+#: Seconds between two collections of everything not frozen, after which all that survived is
+#: frozen (:class:`CollectorPolicy`).
+GC_PERIOD = 2.0
+#: Seconds between two deep collections: frozen objects too, for cycles that died frozen.
+GC_DEEP_PERIOD = 3600.0
 
 MakeFollower = Callable[[TargetSpec, float], IService]
 
@@ -77,7 +86,7 @@ class FleetService(MultiService):
         self.targets_total = 0
         self._stopping: set[defer.Deferred] = set()
         self._shutting_down = False
-        self._saved_gc: Optional[tuple] = None
+        self._collector: Optional[CollectorPolicy] = None
 
     def mine(self, spec: TargetSpec) -> bool:
         """Whether this replica's shard follows ``spec``'s target."""
@@ -195,8 +204,9 @@ class FleetService(MultiService):
 
     def startService(self) -> None:
         self._shutting_down = False
-        if self._saved_gc is None:
-            self._saved_gc = tune_gc()
+        if self._collector is None:
+            self._collector = CollectorPolicy(self.clock)
+            self._collector.start()
         super().startService()
 
     def stopService(self) -> defer.Deferred:
@@ -213,9 +223,9 @@ class FleetService(MultiService):
             for follower in reversed(list(self)):
                 self._track(defer.maybeDeferred(follower.stopService), follower)
         pending = list(self._stopping)
-        if self._saved_gc is not None:
-            gc.set_threshold(*self._saved_gc)
-            self._saved_gc = None
+        if self._collector is not None:
+            self._collector.stop()
+            self._collector = None
         return defer.gatherResults(pending, consumeErrors=True).addCallback(lambda _: None)
 
 
@@ -225,10 +235,74 @@ def tune_gc() -> tuple:
 
     A fleet keeps hundreds of thousands of long-lived objects (followers,
     connections, series) and allocates fast while it connects; with CPython's
-    default (700, 10, 10) the collector re-scans them over and over: 3.6 s of
-    the 12.9 s of CPU an exporter spent connecting 10,000 hosts
-    (benchmarks/fanin.py). Collections still happen, less often.
+    default (700, 10, 10) the collector re-scans the young ones over and over.
+    Young collections still happen, less often; full ones only by
+    :class:`CollectorPolicy`.
     """
     saved = gc.get_threshold()
     gc.set_threshold(*(max(old, new) for old, new in zip(saved, GC_THRESHOLDS)))
     return saved
+
+
+class CollectorPolicy:
+    """Full collections that only look at recent objects: collect, then freeze the survivors.
+
+    CPython's cyclic collector makes a full collection whenever the objects
+    that became old since the last one are a quarter of those it found then,
+    and each one scans every old object: a million series with their
+    followers, ledgers and identities are tens of millions of objects, and
+    while a fleet's histories pour in such a collection stops the process
+    for seconds at a time, over and over, as the heap grows. Instead, while a
+    fleet runs, automatic full collections are off (:func:`tune_gc`) and
+    every ``period`` seconds, in a reactor turn of its own, this collects
+    everything not frozen and freezes (``gc.freeze``) whatever survived: from
+    then on no collection scans those again, so a pause is as long as what
+    the last period kept, whatever the heap's size. Objects that die by their
+    reference counts are freed as ever, frozen or not; only a cycle that
+    became garbage after it was frozen waits, for the deep collection every
+    ``deep_period`` seconds (everything unfrozen, collected, frozen again: the
+    one full-heap pause left, rare).
+    """
+
+    def __init__(self, clock, period: float = GC_PERIOD, deep_period: float = GC_DEEP_PERIOD) -> None:
+        self.clock = clock
+        self.period = period
+        self.deep_period = deep_period
+        self.collections = 0
+        self.deep_collections = 0
+        self._loop: Optional[LoopingCall] = None
+        self._saved: Optional[tuple] = None
+        self._last_deep = 0.0
+
+    def start(self) -> None:
+        """Raise the thresholds and collect every ``period`` seconds from now on."""
+        if self._loop is not None:
+            return
+        self._saved = tune_gc()
+        self._last_deep = self.clock.seconds()
+        self._loop = LoopingCall(self.collect)
+        self._loop.clock = self.clock
+        self._loop.start(self.period, now=False).addErrback(
+            lambda failure: log.failure("garbage collection policy stopped", failure))
+
+    def collect(self) -> None:
+        """Collect what is not frozen (everything, on a deep collection), then freeze the rest."""
+        if self.clock.seconds() - self._last_deep >= self.deep_period:
+            self._last_deep = self.clock.seconds()
+            self.deep_collections += 1
+            gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+        self.collections += 1
+
+    def stop(self) -> None:
+        """Stop collecting, unfreeze everything and restore the thresholds found at :meth:`start`."""
+        if self._loop is None:
+            return
+        if self._loop.running:
+            self._loop.stop()
+        self._loop = None
+        gc.unfreeze()
+        if self._saved is not None:
+            gc.set_threshold(*self._saved)
+            self._saved = None
