@@ -485,6 +485,23 @@ class StorageTests(HistoryMixin, unittest.TestCase):
         self.assertLess(stamps[-1], START * NS)
         self.assertLess(sim.emit("/a", "oom").timestamp_ns - stamps[-1], 3600 * NS)
 
+    def test_history_answer_is_encoded_once_until_history_changes(self):
+        sim = make_simulator(event_limit=3)
+        sim.fill_history(3, containers=["/a"])
+        first = self.get(sim, API + "?" + ALL)[1]
+        self.assertIs(sim.history_answer(EventQuery.from_args(parse_go_query(ALL.encode()), "/")),
+                      sim.history_answer(EventQuery.from_args(parse_go_query(ALL.encode()), "/")))
+        for change in (lambda: sim.emit("/a", "containerCreation"), lambda: sim.fill_history(2, containers=["/b"]),
+                       lambda: sim.restart(), lambda: sim.emit_oom("/a", "java", 7)):
+            change()
+            body = self.get(sim, API + "?" + ALL)[1]
+            self.assertNotEqual(body, first)
+            self.assertEqual(json.loads(body), json.loads(b"[" + b",".join(e.json for e in sim.history()) + b"]"))
+            first = body
+        self.assertEqual(sim.served_counts["history"], 7)  # 5 over HTTP, 2 direct
+        self.assertEqual([kind for kind, _, _ in sim.served], ["history"] * 7)
+        self.assertEqual(sim.served[-1], ("history", sim.clock.seconds(), len(first)))
+
     def test_ground_truth_and_history_counts(self):
         sim = make_simulator(event_limit=2)
         sim.emit_oom("/docker/a", "java", 10)
@@ -1093,7 +1110,10 @@ class BurstTests(LoopbackMixin, unittest.TestCase):
         response = yield self.client.get(base)
         self.assertEqual(json.loads((yield response.content()))["written"], [10])
         response = yield self.client.get(base.replace("burst", "status"))
-        self.assertEqual(json.loads((yield response.content())), {"open_streams": 1, "emitted": 0})
+        self.assertEqual(json.loads((yield response.content())),
+                         {"open_streams": 1, "emitted": 0, "served": {"stream": 1}})
+        response = yield self.client.get(base.replace("burst", "served"))
+        self.assertEqual(json.loads((yield response.content())), [["stream", self.sim.clock.seconds(), 0]])
         response = yield self.client.post(base + "?events=x")
         self.assertEqual(response.code, 400)
         yield response.content()

@@ -55,9 +55,9 @@ class CadvisorResource(Resource):
                 return body
             query = EventQuery.from_args(args, events_container(path, args))
             if not query.stream:
-                events = self._simulator.history(query)
+                body = self._simulator.history_answer(query)
                 request.setHeader(b"content-type", b"application/json")
-                return b"[" + b",".join([event.json for event in events]) + b"]"
+                return body
             if query.start_ns is not None or query.end_ns is not None:
                 raise ApiError(500, "for a call to watch, request.StartTime and request.EndTime must be uninitialized")
             return self._simulator.open_stream(request, query)

@@ -264,7 +264,9 @@ class ControlResource(Resource):
     event_type, oom_process, count]`` per key, for a stream selecting every
     event). ``GET`` answers its progress (``running``, ``written`` per stream);
     ``POST /_simulator/burst?stop=1`` stops it. ``GET /_simulator/status``
-    answers ``open_streams`` and ``emitted``.
+    answers ``open_streams``, ``emitted`` and ``served`` (history answers and
+    streams opened so far, by kind); ``GET /_simulator/served`` the log of
+    them (:attr:`Simulator.served`: ``[kind, clock seconds, body bytes]``).
     """
 
     isLeaf = True
@@ -277,7 +279,10 @@ class ControlResource(Resource):
         request.setHeader(b"content-type", b"application/json")
         if request.path.rstrip(b"/") == b"/_simulator/status":
             return json.dumps({"open_streams": self._simulator.open_streams,
-                               "emitted": len(self._simulator.emitted)}).encode()
+                               "emitted": len(self._simulator.emitted),
+                               "served": dict(self._simulator.served_counts)}).encode()
+        if request.path.rstrip(b"/") == b"/_simulator/served":
+            return json.dumps([list(entry) for entry in self._simulator.served]).encode()
         if request.path.rstrip(b"/") != b"/_simulator/burst":
             return plain_error(request, 404, "404 page not found")
         args = {k.decode(): v[0].decode() for k, v in parse_qs(request.uri.partition(b"?")[2]).items()}

@@ -36,6 +36,10 @@ log = Logger()
 
 #: The types a kernel OOM produces: dated from the kernel log and replayed after a restart.
 OOM_TYPES = frozenset(("oom", "oomKill"))
+#: Entries of :attr:`Simulator.served` kept (10 MB at most).
+SERVED_LOG = 100_000
+#: History answers kept encoded per history version (distinct queries: time bounds, types).
+ANSWERS_CACHED = 64
 
 
 @attrs.define
@@ -98,6 +102,17 @@ class Simulator:
         self._emitter: Optional[RandomEmitter] = None
         self._pending_replay: Optional[IDelayedCall] = None
         self.burst: Optional["Burst"] = None
+        #: Bumped whenever history changes: cached history answers older than it are stale.
+        self._history_version = 0
+        #: query -> (history version, encoded answer): a fleet of hosts asking the same
+        #: simulator for the same history gets one encoding, not one per request.
+        self._answers: dict[EventQuery, tuple[int, bytes]] = {}
+        #: What was served, newest last: ``(kind, clock seconds, body bytes)`` with kind
+        #: ``history`` (an answer written) or ``stream`` (a stream opened); for benchmarks
+        #: timing the phases of a fleet's start (bounded: the oldest are dropped).
+        self.served: collections.deque = collections.deque(maxlen=SERVED_LOG)
+        #: kind -> how many were served since start (not bounded like :attr:`served`).
+        self.served_counts: collections.Counter = collections.Counter()
 
     # -- emitting -------------------------------------------------------------------
 
@@ -253,6 +268,7 @@ class Simulator:
             store = self._store_for(event_type)
             if store is not None:
                 store.add_sorted(typed)
+        self._history_version += 1
         return events
 
     def _store_for(self, event_type: str) -> Optional[EventStore]:
@@ -266,6 +282,7 @@ class Simulator:
         store = self._store_for(event.event_type)
         if store is not None:
             store.add(event)
+            self._history_version += 1
         line = event.json + b"\n"  # json.Encoder.Encode
         for watch in list(self._watches.values()):
             if watch.query.selects(event):
@@ -286,6 +303,30 @@ class Simulator:
                                 if query.selects(e))
         selected.sort(key=timestamp_of)
         return selected[-query.max_events:] if 0 < query.max_events < len(selected) else selected
+
+    def history_answer(self, query: EventQuery) -> bytes:
+        """The JSON answer to a history request: :meth:`history` encoded as cAdvisor's
+        ``json.Marshal`` of the event list writes it. Encoded once per query until history
+        changes, so thousands of hosts asking one simulator cost one encoding.
+
+        :raises GoPanic: where cAdvisor's Go code panics.
+        """
+        cached = self._answers.get(query)
+        if cached is not None and cached[0] == self._history_version:
+            body = cached[1]
+        else:
+            body = b"[" + b",".join([event.json for event in self.history(query)]) + b"]"
+            if len(self._answers) >= ANSWERS_CACHED:
+                self._answers = {q: a for q, a in self._answers.items() if a[0] == self._history_version}
+                if len(self._answers) >= ANSWERS_CACHED:
+                    self._answers.clear()
+            self._answers[query] = (self._history_version, body)
+        self._log_served("history", len(body))
+        return body
+
+    def _log_served(self, kind: str, size: int) -> None:
+        self.served.append((kind, self.clock.seconds(), size))
+        self.served_counts[kind] += 1
 
     def ground_truth(self, oom_only: bool = False) -> collections.Counter:
         """Counts by the Go seed's key over everything ever emitted (replays excluded)."""
@@ -309,6 +350,7 @@ class Simulator:
         request.write(b"")  # sends the status line and headers
         watch_id = next(self._watch_ids)
         self._watches[watch_id] = _Watch(query, request)
+        self._log_served("stream", 0)
         log.info("stream {watch_id} opened for {container} (subcontainers={sub})",
                  watch_id=watch_id, container=query.container_name, sub=query.subcontainers)
 
@@ -350,6 +392,7 @@ class Simulator:
         self.cut_streams()
         if not keep_history:
             self._stores.clear()
+            self._history_version += 1
         if self._pending_replay is not None and self._pending_replay.active():
             self._pending_replay.cancel()
         self.oom_clock_error = self._run_errors.random() if oom_clock_error is None else oom_clock_error
