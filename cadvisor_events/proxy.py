@@ -35,9 +35,11 @@ from .cadvisor import (
     CAdvisorClient, Target, TargetError, UpstreamError, excerpt, parse_target, timed_out,
 )
 from .event import InvalidEvent
-from .exposition import TEXT_CONTENT_TYPE, render_seed_counts
+from .exposition import TEXT_CONTENT_TYPE
 from .plaintext import PlainTextResource, error_body
-from .seedhistory import count_history
+from .scrapes import BodySender
+from .seedhistory import seed_counts
+from .web import SCRAPE_SEND_LIMIT, offer_large_writes
 
 __all__ = ["ProxyResource", "proxy_target", "CLIENT_CLOSED"]
 
@@ -229,14 +231,14 @@ class ProxyResource(PlainTextResource):
         """Decode, count and render one history body, dropping each input when done with it."""
         body = held.pop()
         try:
-            counts = count_history(body)
+            counts = seed_counts(body)
         except InvalidEvent as e:
             return 502, (
                 f"{target.base_url} answered a body that is not a JSON array of cAdvisor events"
                 f" ({e}): {excerpt(body)}"
             )
         del body
-        return 200, render_seed_counts(counts)
+        return 200, counts.render()
 
     def _failure_answer(self, failure: Failure, target: Target):
         """Map a failed fetch to a status and a sentence naming the upstream."""
@@ -258,12 +260,15 @@ class ProxyResource(PlainTextResource):
             return  # finished (client gone): nothing may be written any more
         code, content = answer
         if code != 200:
-            content = error_body(request, code, content)
+            request.write(error_body(request, code, content))
+            request.finish()
         else:
+            # An answer is tens of MB: sent in large slices as the connection drains,
+            # never copied whole into the transport's buffer.
             request.setHeader(b"Content-Type", TEXT_CONTENT_TYPE)
             request.setHeader(b"Content-Length", b"%d" % len(content))
-        request.write(content)
-        request.finish()
+            offer_large_writes(request.channel)
+            BodySender(request, content, slice_size=SCRAPE_SEND_LIMIT, clock=self.clock).start()
         self._observe(code, started)
 
     def _observe(self, code: int, started: float) -> None:

@@ -1,4 +1,5 @@
-"""Count a history body the way the Go seed decodes it: Go's ``encoding/json`` rules, exactly.
+"""A history body counted the way the Go seed decodes it (Go's ``encoding/json`` rules, exactly),
+and the seed's answer rendered from those counts.
 
 The seed (tsuru/cadvisor-events-exporter) reads a cAdvisor's history with a
 ``json.Decoder`` into cAdvisor v0.33's ``[]info.Event`` and counts what comes
@@ -8,25 +9,36 @@ followers' strict :mod:`cadvisor_events.event` types: missing fields and
 ``null`` are zero values, unknown fields are ignored, keys match
 case-insensitively (Go's folding), repeated objects merge, only the first
 JSON value of the body is read, a wrong JSON type or a timestamp
-``time.Parse`` rejects is an error. A fast msgspec path takes what cAdvisor
-actually writes (exact keys, canonical timestamps); an exact re-implementation
-of Go's scanner and decoder takes only the batches the fast path refuses.
-Longer than ~400 lines for that reason: both paths and Go's corner cases
-belong together. It never does I/O and keeps nothing between calls.
+``time.Parse`` rejects is an error.
+
+Three paths, each taking only what the one before refuses: the whole-body
+path (:func:`seed_counts`) cuts what cAdvisor writes into chunks, decodes
+them with msgspec and counts string keys that render without a Python step
+per series; the batched path (:func:`count_history`) splits any array into
+its elements and decodes batches with msgspec; an exact re-implementation of
+Go's scanner and decoder (:func:`count_as_go`) takes the batches msgspec
+might read differently from Go. Longer than ~400 lines for that reason: the
+paths and Go's corner cases belong together. It never does I/O and keeps
+nothing between calls.
 """
 
 from __future__ import annotations
 
+import bisect
 import collections
+import datetime
 import json
 import re
-from typing import Annotated, Optional
+from itertools import chain, compress, repeat, starmap
+from operator import attrgetter, ne, not_, sub
+from typing import Annotated, Iterator, Mapping, Optional, Union
 
 import msgspec
 
 from .event import CountingKey, InvalidEvent
+from .exposition import EVENTS_METRIC, escape_label_value, family_header, format_value, render_seed_counts
 
-__all__ = ["count_history", "count_as_go", "history_elements", "DECODE_BATCH"]
+__all__ = ["seed_counts", "SeedCounts", "count_history", "count_as_go", "history_elements", "DECODE_BATCH"]
 
 
 def count_history(body: bytes) -> dict[CountingKey, int]:
@@ -194,6 +206,278 @@ def _batch_keys(batch: bytes) -> Optional[list[CountingKey]]:
     ):
         return None
     return [(event.container_name, kind, oom.process_name) for event, kind, oom in zip(events, kinds, ooms)]
+
+
+# The whole-body path: what cAdvisor writes, counted and rendered without a
+# Python loop per event, and per series only for those with a process name.
+# Counting keys are strings ``event_type NUL container_name``, with
+# ``SOH process_name`` appended (in a counter of their own) when that is not
+# empty: NUL and SOH sort below every other character, so sorting the strings
+# sorts the series as client_golang does, ASCII strings sort by memcmp, and
+# the keys become the answer's lines by whole-text joins and replaces.
+
+_timestamp_of = attrgetter("timestamp")
+_oom_of = attrgetter("event_data.oom")
+_type_of = attrgetter("event_type")
+_process_of = attrgetter("process_name")
+_type_and_name_of = attrgetter("event_type", "container_name")
+_slow_parts_of = attrgetter("event_type", "container_name", "event_data.oom.process_name")
+#: The batch check of _batch_keys, without backtracking (atomic groups, possessive
+#: repeats), for the timestamps msgspec's parser is not given.
+_CANONICAL_STAMPS = re.compile(rb"(?>(?:%s|null)?\n)*+(?:%s|null)?" % (_CANONICAL_TIME, _CANONICAL_TIME))
+_LINE_START = f'{EVENTS_METRIC}{{event_type="'
+#: The end of a line without an oom_process, by value (values below 4096 are the rule).
+_PLAIN_ENDINGS = ['",oom_process=""} %d\n' % value for value in range(4096)]
+_SLOW_MARK = "\x01"
+
+
+class SeedCounts:
+    """One history's counts, ready to be rendered as the Go seed's answer.
+
+    Either the whole-body path's string keys (see above): the plain ones
+    sorted with their counts alongside, those with a process name in a dict;
+    or, for what that path refuses, :func:`count_history`'s tuple-keyed counts.
+    """
+
+    def __init__(self, counts: Union[Mapping[CountingKey, int], _StringCounts]) -> None:
+        self._counts = counts
+
+    def as_dict(self) -> dict[CountingKey, int]:
+        """The counts keyed by (container_name, event_type, oom_process), as count_history gives them."""
+        if not isinstance(self._counts, tuple):
+            return dict(self._counts)
+        keys, values, slow = self._counts
+        result: dict[CountingKey, int] = {}
+        for key, value in chain(zip(keys, values), slow.items()):
+            event_type, _, rest = key.partition("\0")
+            name, _, process = rest.partition(_SLOW_MARK)
+            result[(name, event_type, process)] = value
+        return result
+
+    def render(self) -> bytes:
+        """The seed's exposition of these counts: the bytes :func:`render_seed_counts` gives.
+
+        Once: the counts are emptied as their lines are made, so that a
+        history's keys are freed before its answer's text exists.
+        """
+        counts, self._counts = self._counts, {}
+        if not isinstance(counts, tuple):
+            return render_seed_counts(counts)
+        keys, values, slow = counts
+        del counts
+        return _render_string_keyed(keys, values, slow) if keys or slow else b""
+
+
+def seed_counts(body: bytes) -> SeedCounts:
+    """Count a history body as :func:`count_history` does, by the fastest way that gives the same answer.
+
+    A body as cAdvisor writes it goes through :func:`_whole_body_counts`;
+    anything it refuses through :func:`count_history`. The body is not kept.
+
+    :raises InvalidEvent: as :func:`count_history`.
+    """
+    counts = _whole_body_counts(body)
+    return SeedCounts(count_history(body) if counts is None else counts)
+
+
+def _whole_body_counts(body: bytes) -> Optional[_StringCounts]:
+    """The string-keyed counts of a body (the sorted plain keys, their counts,
+    the keys with a process name and theirs), or None when
+    :func:`count_history` must decide.
+
+    The body is cut into chunks of about :data:`CHUNK_BYTES` where an element
+    ends and the next begins with cAdvisor's first key (``},{"container_name"``),
+    each made an array of its own and decoded and checked as
+    :func:`_batch_keys` does a batch: a chunk stays in the CPU cache, and its
+    events are freed before the next is decoded (decoding the whole body at
+    once is much slower, its objects out of the cache). The needle cannot occur inside a JSON string
+    (its quote would be escaped), and a cut inside a nested value leaves
+    brackets open, which the decode refuses: so when every chunk decodes,
+    the cuts were between top-level elements. Also None for an event type or
+    container name holding NUL, SOH, a quote, a backslash or a newline, which
+    the string keys cannot carry through :func:`_render_string_keyed`.
+
+    The plain keys (most) are counted by sorting them all, which the answer
+    needs anyway, and measuring the runs of equal ones: cheaper than a
+    dict of tens of thousands of new strings, and no dict to keep.
+    """
+    if body[:1] != b"[":
+        return None
+    keys: list[str] = []
+    slow_parts: list[CountingKey] = []
+    for chunk in _chunks(body):
+        events = _chunk_events(chunk)
+        if events is None:
+            return None
+        processes = list(map(_process_of, map(_oom_of, events)))
+        if processes.count("") == len(processes):
+            keys += map("\0".join, map(_type_and_name_of, events))
+        else:
+            keys += map("\0".join, map(_type_and_name_of, compress(events, map(not_, processes))))
+            slow_parts += map(_slow_parts_of, compress(events, processes))
+    keys.sort()
+    total = len(keys)
+    firsts = [True]  # where each run of equal keys starts
+    firsts += map(ne, keys[1:], keys[:-1])
+    starts = list(compress(range(total), firsts))
+    keys = list(compress(keys, firsts))
+    del firsts
+    if not _plain_labels("\n".join(keys), len(keys)):
+        return None
+    if slow_parts:
+        if not _plain_labels("\n".join([f"{kind}\0{name}" for kind, name, _ in slow_parts]), len(slow_parts)):
+            return None
+    starts.append(total)
+    values = list(map(sub, starts[1:], starts))
+    return keys, values, dict(collections.Counter(starmap("{}\0{}\x01{}".format, slow_parts)))
+
+
+#: The whole-body path's counts: sorted plain keys, their counts, keys with a process name.
+_StringCounts = tuple[list[str], list[int], dict[str, int]]
+
+
+#: Where a chunk may end: an element's end, then the next one's first key as cAdvisor writes it.
+_CHUNK_END = b'},{"container_name"'
+#: Bytes per chunk of :func:`_whole_body_counts` (a few hundred events).
+CHUNK_BYTES = 64 * 1024
+
+
+def _chunks(body: bytes) -> Iterator[bytes]:
+    """``body`` (an array: it starts with ``[``) cut into arrays of about :data:`CHUNK_BYTES`."""
+    whole = memoryview(body)
+    start = 1
+    while start:
+        cut = body.find(_CHUNK_END, start + CHUNK_BYTES) + 1
+        yield b"".join((b"[", whole[start:cut], b"]") if cut else (b"[", whole[start:]))
+        start = cut and cut + 1
+
+
+def _chunk_events(chunk: bytes) -> Optional[list[_SeedEvent]]:
+    """The events of a chunk (a JSON array), or None when Go might decode it
+    differently: :func:`_batch_keys`'s checks, with the timestamps checked
+    without backtracking."""
+    if _has_escaped_name(chunk):
+        return None
+    try:
+        events = _seed_batch.decode(chunk)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return None
+    stamps = list(map(_timestamp_of, events))
+    if not _go_parses_times(stamps):
+        return None
+    ooms = list(map(_oom_of, events))
+    types = list(map(_type_of, events))
+    if (
+        chunk.count(b'"timestamp"') != len(stamps) - stamps.count(_ABSENT)
+        or chunk.count(b'"oom"') != len(ooms) - ooms.count(_NO_OOM) + types.count("oom")
+    ):
+        return None
+    return events
+
+
+def _plain_labels(keys: str, n: int) -> bool:
+    """Whether ``n`` keys ``event_type NUL container_name`` joined by newlines hold no character
+    that would need escaping or would break the sort: nothing but their own NULs and newlines."""
+    try:
+        text = keys.encode()
+    except UnicodeEncodeError:
+        return False
+    return text.translate(None, _ALL_BUT_SPECIAL) == b"\0" + b"\n\0" * (n - 1) if n else True
+
+
+#: Every byte but those _plain_labels looks for (NUL, SOH, newline, quote, backslash).
+_ALL_BUT_SPECIAL = bytes(set(range(256)) - set(b'\0\x01\n"\\'))
+
+
+def _has_escaped_name(data: bytes) -> bool:
+    """Whether ``data`` (valid JSON) holds a ``\\u`` escape of a character field names are made
+    of: each backslash starts an escape (the first one does, and each escape is skipped whole),
+    and only there is the pattern tried. Faster than searching the whole text for it."""
+    found = data.find(b"\\")
+    while found >= 0:
+        if _ESCAPED_NAME_CHARACTER.match(data, found):
+            return True
+        found = data.find(b"\\", found + 2)
+    return False
+
+
+_stamp_list = msgspec.json.Decoder(list[datetime.datetime])
+
+
+def _go_parses_times(stamps: list[msgspec.Raw]) -> bool:
+    """Whether Go's ``Time.UnmarshalJSON`` accepts every one of these raw timestamps (b"" when absent).
+
+    msgspec's RFC 3339 parser checks them in C (real dates, leap years,
+    ranges) and accepts a subset of what Go accepts, plus a few forms Go
+    refuses, which are excluded first: any byte but digits and ``-:.TZ+``
+    (so no lowercase ``t`` or ``z``, no space, no escape), and a colon count
+    that only holds when each stamp without ``Z`` ends with a ``+hh:mm``
+    offset (not ``+hhmm``, not none). What this refuses goes through
+    :data:`_CANONICAL_STAMPS` and then :func:`_go_parses_time` one by one.
+    """
+    text = b",".join(stamps)
+    if (
+        not stamps or stamps.count(_ABSENT) or b"t" in text or b"z" in text or b" " in text or b"\\" in text
+        or text.count(b":") != 3 * len(stamps) - text.count(b"Z")
+    ):
+        return _CANONICAL_STAMPS.fullmatch(b"\n".join(stamps)) is not None or all(map(_go_parses_time, stamps))
+    try:
+        _stamp_list.decode(b"".join((b"[", text, b"]")))
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return all(map(_go_parses_time, stamps))
+    return True
+
+
+def _render_string_keyed(keys: list[str], values: list[int], slow: dict[str, int]) -> bytes:
+    """:func:`render_seed_counts` of string-keyed counts, whole-text.
+
+    The sorted plain keys get their line ends by value and are joined with
+    the line start between them; NUL becomes ``",id="`` in one replace of
+    the encoded text. The keys with a process name (a minority: OOM kills)
+    are sorted apart (so that the plain keys, ASCII as a rule, sort by
+    memcmp), placed among the plain ones by bisection as SOH marks, rendered
+    one by one (escaped) and put in place of the marks. Only those keys are
+    touched one at a time. The arguments are emptied on the way.
+    """
+    if max(values, default=0) < len(_PLAIN_ENDINGS):
+        lines = list(map(str.__add__, keys, map(_PLAIN_ENDINGS.__getitem__, values)))
+    else:
+        lines = [f'{key}",oom_process=""}} {format_value(value)}\n' for key, value in zip(keys, values)]
+    values.clear()
+    slow_lines = []
+    if slow:
+        slow_keys = sorted(slow)
+        merged: list[str] = []
+        previous = 0
+        for key, position in zip(slow_keys, map(bisect.bisect_right, repeat(keys), slow_keys)):
+            merged += lines[previous:position]
+            merged.append(_SLOW_MARK)
+            previous = position
+            event_type, _, rest = key.partition("\0")
+            name, _, process = rest.partition(_SLOW_MARK)
+            slow_lines.append(
+                f'{event_type}",id="{name}",oom_process="{escape_label_value(process)}"}} '
+                f"{format_value(slow[key])}\n".encode()
+            )
+        merged += lines[previous:]
+        lines = merged
+        slow.clear()
+    keys.clear()
+    lines[0] = family_header().decode() + _LINE_START + lines[0]
+    text = _LINE_START.join(lines).encode()
+    del lines
+    text = text.replace(b"\0", b'",id="')
+    if not slow_lines:
+        return text
+    whole = memoryview(text)
+    pieces: list[object] = []
+    start = 0
+    for line in slow_lines:
+        end = text.index(b"\x01", start)
+        pieces += (whole[start:end], line)
+        start = end + 1
+    pieces.append(whole[start:])
+    return b"".join(pieces)  # type: ignore[arg-type]
 
 
 # The exact path: Go's scanner and decoder written out, a Python loop per
