@@ -22,6 +22,7 @@ stored whole.
 
 from __future__ import annotations
 
+from array import array
 from heapq import nsmallest
 from itertools import chain, count as ticker
 from types import MappingProxyType
@@ -205,7 +206,7 @@ class HostCounters(SeriesSlots):
         self.label_source: Optional[Callable[[SeriesKey], str]] = None
         #: Each slot's last update, from the store's one sequence (the least recently
         #: updated series is the one with the smallest).
-        self.stamps: List[int] = _NONE
+        self.stamps: "array[int]" = _NONE
         self._store = store
         self._clock = store.clock
         self._ticks = store._ticks
@@ -297,7 +298,7 @@ class HostCounters(SeriesSlots):
             self.deleted[name] = self._clock.seconds()
         index = self._place(shared, [head, kind_piece, third, process_piece])
         if self.stamps is _NONE:
-            self.stamps = []
+            self.stamps = array("q")  # machine words: a list would hold an int object per series
         if index == len(self.stamps):
             self.stamps.append(next(self._ticks))
         else:
