@@ -62,6 +62,7 @@ def main() -> int:
     parser.add_argument("exporter_args", nargs="*", help="after --: passed to the exporter")
     args = parser.parse_args()
 
+    from twisted.application.service import MultiService
     from twisted.internet import reactor, task
     from twisted.logger import globalLogBeginner
 
@@ -86,7 +87,16 @@ def main() -> int:
         result: dict = {}
 
         def followers() -> list:
-            return [o for o in gc.get_objects() if isinstance(o, Follower)]
+            # From the service tree: gc.get_objects() misses what the exporter's collector
+            # policy froze.
+            found, services = [], [service]
+            while services:
+                node = services.pop()
+                if isinstance(node, Follower):
+                    found.append(node)
+                elif isinstance(node, MultiService):
+                    services.extend(node)
+            return found
 
         def check() -> None:
             found = followers()
