@@ -26,7 +26,7 @@ from array import array
 from heapq import nsmallest
 from itertools import chain, count as ticker
 from types import MappingProxyType
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Generator, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 from twisted.logger import Logger
 
@@ -333,6 +333,24 @@ class HostCounters(SeriesSlots):
         return values
 
 
+def host_chunks(hosts: Dict[str, Any], chunk: List[bytes], size: int) -> Generator[List[bytes], None, List[bytes]]:
+    """Each host's exposition pieces (synced first), after those ``chunk`` holds, joined into
+    lists of one byte string of about ``size`` bytes; returns what is left, not yet joined. A
+    host removed from ``hosts`` meanwhile (between two pieces) is left out."""
+    held = 0
+    for slots in list(hosts.values()):
+        still_followed = hosts.get(slots.name) is slots
+        if not still_followed:
+            continue
+        slots.sync()
+        chunk += slots.parts
+        held += slots.size
+        if held >= size:
+            yield [b"".join(chunk)]
+            chunk, held = [], 0
+    return chunk
+
+
 class EventCounters:
     """Every host's series, with retention (TTL after deletion, a global cap).
 
@@ -498,18 +516,7 @@ class EventCounters:
         turn. A host removed meanwhile is left out; one added meanwhile waits for the next
         render. A piece is joined here, from its hosts' label pieces, once: its reader then
         handles a few large strings, not millions of small ones."""
-        chunk: List[bytes] = []
-        held = 0
-        hosts = self.hosts
-        for counters in list(hosts.values()):
-            if hosts.get(counters.name) is not counters:
-                continue
-            counters.sync()
-            chunk += counters.parts
-            held += counters.size
-            if held >= size:
-                yield [b"".join(chunk)]
-                chunk, held = [], 0
+        chunk = yield from host_chunks(self.hosts, [], size)
         for family in self.families_after:
             many = getattr(family, "render_chunks", None)
             if many is None:

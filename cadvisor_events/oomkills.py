@@ -26,7 +26,7 @@ from types import MappingProxyType
 from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 from .exposition import escape_label_value, family_header
-from .counters import CHUNK_BYTES, SeriesSlots, value_bytes
+from .counters import CHUNK_BYTES, SeriesSlots, host_chunks, value_bytes
 
 __all__ = ["OomKills", "HostOomKills", "RecentKill", "CONTAINER_METRIC", "NODE_METRIC", "RECENT_KILLS"]
 
@@ -254,18 +254,8 @@ class OomKills:
     def render_chunks(self, openmetrics: bool = False, size: int = CHUNK_BYTES) -> Iterator[List[bytes]]:
         """Both families as lists of byte strings of about ``size`` bytes in all, host by host
         (see ``EventCounters.render_chunks``); a host removed meanwhile is left out."""
-        chunk = [_header(CONTAINER_METRIC, CONTAINER_HELP, openmetrics)]
-        held = 0
         hosts = self.hosts
-        for kills in list(hosts.values()):
-            if hosts.get(kills.name) is not kills:
-                continue
-            kills.sync()
-            chunk += kills.parts
-            held += kills.size
-            if held >= size:
-                yield [b"".join(chunk)]
-                chunk, held = [], 0
+        chunk = yield from host_chunks(hosts, [_header(CONTAINER_METRIC, CONTAINER_HELP, openmetrics)], size)
         chunk.append(_header(NODE_METRIC, NODE_HELP, openmetrics))
         chunk += [kills.node_line for kills in hosts.values() if kills.node_ready]
         yield [b"".join(chunk)]
