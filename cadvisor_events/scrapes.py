@@ -467,8 +467,9 @@ class BodySender:
         if why is None:
             self._idle = None
         if not self.done:
-            log.info("aborting a /metrics answer: {why}",
-                     why=why or f"the scraper took nothing for {self._idle_timeout} s")
+            log.info("aborting an answer to {path}: {why}",
+                     path=getattr(self.request, "path", b"?").decode("ascii", "replace"),
+                     why=why or f"the client took nothing for {self._idle_timeout} s")
             self._stop()
             transport = getattr(self.request, "transport", None)
             if transport is not None:
