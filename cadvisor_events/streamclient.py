@@ -231,7 +231,8 @@ class StreamConnection(Protocol):
         buffer = self._buffer + data if self._buffer else data
         self._buffer = b""
         position, end = 0, len(buffer)
-        deliver = self._deliver
+        # Straight to the body's protocol once it has one: a call per chunk is the hot path.
+        deliver = self._body.dataReceived if self._body is not None else self._deliver
         while position < end:
             state = self._state
             if state == _DATA:
