@@ -60,6 +60,16 @@ def addresses(count: int) -> list[str]:
     return [f"127.0.{1 + i // 250}.{1 + i % 250}" for i in range(count)]
 
 
+def check_fleet_size(parser: argparse.ArgumentParser, hosts: int) -> None:
+    """Refuse more hosts than :func:`addresses` has; raise the open files limit, warning when
+    it stays too low for a stream per host."""
+    if hosts > 250 * 255:
+        parser.error("at most 63,750 hosts (127.0.1-255.1-250)")
+    nofile = c.raise_nofile()
+    if nofile < hosts + 1000:
+        print(f"warning: open files limit {nofile} is low for {hosts} streams")
+
+
 def write_targets(path: str, targets: list[str]) -> None:
     with open(path, "w") as f:
         json.dump([{"targets": targets, "labels": {"bench": "fanin"}}] if targets else [], f)
@@ -179,11 +189,7 @@ def main() -> int:
                         help="an extra exporter option (repeatable), e.g. --exporter-arg=--no-history-seed")
     parser.add_argument("--keep", action="store_true", help="keep the processes' logs")
     args = parser.parse_args()
-    if args.hosts > 250 * 255:
-        parser.error("at most 63,750 hosts (127.0.1-255.1-250)")
-    nofile = c.raise_nofile()
-    if nofile < args.hosts + 1000:
-        print(f"warning: open files limit {nofile} is low for {args.hosts} streams")
+    check_fleet_size(parser, args.hosts)
     results = []
     with c.Workdir(args.keep) as workdir:
         rss_base, startup = baseline(args, workdir)

@@ -58,7 +58,7 @@ from typing import Optional
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _common as c  # noqa: E402
-from fanin import simulated_fleet  # noqa: E402
+from fanin import check_fleet_size, simulated_fleet  # noqa: E402
 
 BUDGET_SECONDS = 60.0
 BUDGET_PEAK_BYTES = 1 << 30
@@ -485,11 +485,7 @@ def main() -> int:
                         help="an extra exporter option (repeatable), e.g. --exporter-arg=--no-enrich")
     parser.add_argument("--keep", action="store_true", help="keep the processes' logs")
     args = parser.parse_args()
-    if args.hosts > 250 * 255:
-        parser.error("at most 63,750 hosts (127.0.1-255.1-250)")
-    nofile = c.raise_nofile()
-    if nofile < args.hosts + 1000:
-        print(f"warning: open files limit {nofile} is low for {args.hosts} streams")
+    check_fleet_size(parser, args.hosts)
     with c.Workdir(args.keep) as workdir:
         base_rss = None
         if args.baseline:
