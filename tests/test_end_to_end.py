@@ -439,7 +439,8 @@ class ServiceTests(unittest.TestCase):
         write([{"targets": [b, c], "labels": {"cluster": "us"}}])
         yield self.poll(
             lambda: self.targets(port),
-            lambda t: set(t) == {b, c} and all(x["up"] for x in t.values()),
+            # state "up": their histories counted (x["up"] is true once a stream opens).
+            lambda t: set(t) == {b, c} and all(x["state"] == "up" for x in t.values()),
             "b and c up, a gone",
             timeout=10,
         )
