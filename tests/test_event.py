@@ -2,10 +2,12 @@
 
 import datetime
 
+import msgspec
 from hypothesis import given, settings, strategies as st
 from twisted.trial import unittest
 
 from cadvisor_events.event import (
+    Event,
     InvalidEvent,
     count_events,
     decode_event,
@@ -13,6 +15,7 @@ from cadvisor_events.event import (
     parse_history,
     strict_timestamp_ns,
     timestamp_ns,
+    timestamps_ns,
 )
 from cadvisor_events.testing import history_body
 
@@ -177,3 +180,45 @@ class HistoryAndCachedTimestampTests(unittest.TestCase):
             self.assertRaises(InvalidEvent, timestamp_ns, text)
         else:
             self.assertEqual(timestamp_ns(text), want)
+
+
+    _STAMP = st.builds(
+        lambda d, f, z: d + f + z,
+        st.sampled_from(["2026-11-24T17:25:55", "2026-11-24T17:25:56", "1970-01-01T00:00:00",
+                         "2026-02-30T00:00:00", "2026-11-24t17:25:55", "2026-11-24T17:25"]),
+        st.one_of(st.text("0123456789", min_size=1, max_size=10).map(lambda s: "." + s),
+                  st.sampled_from(["", ".", ".\u0663", ".1\n2026-11-24T17:25:55.1"])),
+        st.sampled_from(["Z", "-03:00", "+05:30", "z", "+0530", ""]))
+
+    @settings(max_examples=1500, deadline=None)
+    @given(st.lists(_STAMP, max_size=6))
+    def test_timestamps_ns_agrees_with_the_strict_parser_or_declines(self, stamps):
+        """A whole list at once gives each timestamp's value, or None when one of them is not
+        plainly valid (one zone for all, a dot and digits): never a wrong value."""
+        got = timestamps_ns(stamps)
+        if got is None:
+            self.assertTrue(stamps)
+            return
+        self.assertEqual(got, [strict_timestamp_ns(stamp) for stamp in stamps])
+
+    def test_timestamps_ns_takes_a_history_as_cadvisor_writes_it(self):
+        stamps = [f"2026-11-24T17:{m:02}:{s:02}.{s * 7:09}-03:00" for m in (58, 59) for s in range(60)]
+        stamps += ["2026-11-24T18:00:00.5-03:00", "2026-11-24T18:00:00.5"]
+        self.assertEqual(timestamps_ns(stamps[:-1]), [strict_timestamp_ns(stamp) for stamp in stamps[:-1]])
+        self.assertIsNone(timestamps_ns(stamps))  # the last has no zone
+        self.assertIsNone(timestamps_ns(["2026-11-24T18:00:00.5Z", "2026-11-24T18:00:00.5-03:00"]))
+        self.assertIsNone(timestamps_ns(["2026-11-24T18:00:00Z"]))  # no fraction: taken one by one
+        self.assertEqual(timestamps_ns([]), [])
+
+    def test_parse_history_values_one_way_or_the_other(self):
+        """A history whose timestamps the whole-list path declines gets the same values one by one."""
+        plain = [Event("/a", f"2026-11-24T17:25:{s:02}.{s + 1}Z", "containerCreation") for s in range(50)]
+        mixed = plain + [Event("/a", "2026-11-24T17:26:00Z", "containerCreation"),
+                         Event("/a", "2026-11-24T17:26:01.5+00:00", "containerCreation"),
+                         Event("/a", "bad", "containerCreation")]
+        timed, invalid = parse_history(msgspec.json.encode(mixed))
+        self.assertEqual(invalid, 1)
+        self.assertEqual([ns for _, ns in timed], sorted(strict_timestamp_ns(e.timestamp) for e in mixed[:-1]))
+        timed, invalid = parse_history(msgspec.json.encode(plain[::-1]))
+        self.assertEqual((invalid, [e for e, _ in timed]), (0, plain))
+        self.assertEqual([ns for _, ns in timed], [strict_timestamp_ns(e.timestamp) for e in plain])
