@@ -23,6 +23,7 @@ stored whole.
 from __future__ import annotations
 
 from array import array
+from collections import Counter
 from heapq import nsmallest
 from itertools import chain, count as ticker
 from types import MappingProxyType
@@ -251,6 +252,31 @@ class HostCounters(SeriesSlots):
             # ``docker restart`` deletes and re-creates the same cgroup name.
             self.deleted.pop(key[0], None)
         return True
+
+    def has_room(self, births: int) -> bool:
+        """Whether the store can take ``births`` new series without evicting one."""
+        store = self._store
+        return store.series_count + births <= store.max_series
+
+    @property
+    def ticks(self) -> Iterator[int]:
+        """The store's sequence of updates: ``stamps[slot] = next(ticks)`` marks a series updated."""
+        return self._ticks
+
+    def add_counts(self, slots: Iterable[int]) -> None:
+        """One event more in each of ``slots`` (existing series; a slot may repeat), as
+        :meth:`count_key` counts, without marking them updated in :attr:`stamps` or its
+        bookkeeping of deletions and creations (the caller's): one step per series, not
+        per event."""
+        counts, marks = self.counts, self.marks
+        touched = self.touched
+        for index, more in Counter(slots).items():
+            count = counts[index]
+            if count == marks[index]:
+                if touched is None:
+                    touched = self.touched = []
+                touched.append(index)
+            counts[index] = count + more
 
     def sync(self) -> None:
         """Render the values counted since the last call, and add what they moved to the

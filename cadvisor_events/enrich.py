@@ -204,6 +204,65 @@ class HostEnricher:
             if cgroup not in self.kills.cgroups and _is_container(cgroup):  # :meth:`_learn_created`
                 self.kills.learned(cgroup, ("", "", cgroup))
 
+    def count_many(self, events: List[Event]) -> None:
+        """:meth:`count` of each of ``events`` in turn (a history's accepted events).
+
+        An event of a series that exists already, with no kill held and nothing waiting,
+        only adds one to that series' value and marks it updated: those values are
+        gathered and added once per series at the end (:meth:`HostCounters.add_counts`),
+        and their creations and deletions
+        noted before the next event that takes the whole way (an OOM, a series' first
+        event), which may read them. Everything else goes through :meth:`count` in its
+        turn, so births, pairings and waits happen in the same order. Near the series cap,
+        where a birth could evict a series whose value waits to be added, every event goes
+        through :meth:`count`.
+        """
+        counters = self.counters
+        if not counters.has_room(len(events)):
+            for event in events:
+                self.count(event)
+            return
+        slots: List[int] = []
+        noted: List[Event] = []  # creations and deletions not yet noted
+        ticks = counters.ticks
+        for event in events:
+            kind = event.event_type
+            if kind != OOM and kind != OOM_KILL and self._held is None and not self.waiting:
+                slot = counters.series.get(counting_key(event))
+                if slot is not None:
+                    slots.append(slot)
+                    counters.stamps[slot] = next(ticks)  # updated in this order, as one by one
+                    if kind == DELETION or kind == CREATION:
+                        noted.append(event)
+                    continue
+            if noted:
+                self._note(noted)
+                noted = []
+            self.count(event)
+        if noted:
+            self._note(noted)
+        if slots:
+            counters.add_counts(slots)
+
+    def _note(self, events: List[Event]) -> None:
+        """What :meth:`count` does besides counting for creations and deletions of existing
+        series: the container's deletion record, the specs' retention, the kill series of a
+        container created (without specs)."""
+        deleted = self.counters.deleted
+        now = self.counters._clock.seconds()
+        specs = self.specs
+        for event in events:
+            name = event.container_name
+            if event.event_type == DELETION:
+                deleted[name] = now
+                if specs is not None:
+                    specs.deleted(name)
+            else:
+                if deleted:
+                    deleted.pop(name, None)
+                if specs is None:
+                    self._learn_created(name)
+
     def close(self) -> None:
         """The host is no longer followed: count nothing more."""
         self._closed = True

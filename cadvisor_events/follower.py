@@ -102,7 +102,7 @@ class Follower(Service):
         "max_history_bytes", "settle_seconds", "first_delay", "max_clock_skew", "backfill_overlap",
         "state", "up", "state_since", "tried", "received", "invalid_lines", "connects",
         "failures", "backfilled", "duplicates_dropped", "gaps", "last_error", "retries", "state_changes",
-        "_client", "_counters", "_count", "_specs", "_announce", "_clock", "_backoff", "_gate", "_gate_held", "_gate_wait",
+        "_client", "_counters", "_count", "_count_many", "_specs", "_announce", "_clock", "_backoff", "_gate", "_gate_held", "_gate_wait",
         "_backfills",
         "_attempt", "_timer", "_pending", "_protocol", "_buffer", "_ledger",
         "_recent", "_settle_call", "_synced", "_backfill_from", "_logged_reason",
@@ -147,6 +147,8 @@ class Follower(Service):
         self._client = client
         self._counters = counters
         self._count = counters.count
+        #: The sink's way to count a history's events at once, if it has one.
+        self._count_many = getattr(counters, "count_many", None)
         self._specs = specs
         # Whether creations are announced to ``specs`` (not without specs to fetch: --no-enrich).
         self._announce = specs is not None and bool(getattr(specs, "fetches_specs", True))
@@ -417,7 +419,8 @@ class Follower(Service):
         # From the first event counted, a later backfill must resume from the ledger, even if
         # this one is cut short (a break between two steps): it never starts over.
         self._synced = True
-        merging = merge_backfill_steps(self._ledger, start_ns, history, self._take_buffered, self._count)
+        merging = merge_backfill_steps(self._ledger, start_ns, history, self._take_buffered, self._count,
+                                       self._count_many)
         while True:
             yield None
             if attempt != self._attempt:

@@ -33,6 +33,8 @@ from __future__ import annotations
 import heapq
 from array import array
 from bisect import bisect_left, bisect_right
+from itertools import chain, compress, islice, repeat
+from operator import attrgetter, ge, gt, itemgetter, lt, not_, or_, sub
 from typing import AbstractSet, Callable, Generator, Iterable, List, Optional, Sequence, Set, Tuple
 
 from twisted.logger import Logger
@@ -40,7 +42,7 @@ from twisted.logger import Logger
 from .event import NS_PER_SECOND, OOM_TYPES, Event, format_timestamp, timestamp_ns
 
 __all__ = ["Ledger", "OomMemory", "EventFingerprints", "Backfill", "merge_backfill", "oom_partner", "MAX_WINDOW_EVENTS",
-           "MAX_OOMS", "MAX_FUTURE", "merge_backfill_steps", "STEP_EVENTS", "OOM_RETENTION", "REPLAY_TOLERANCE", "RECENT_TAIL"]
+           "MAX_OOMS", "MAX_FUTURE", "merge_backfill_steps", "STEP_EVENTS", "OOM_RETENTION", "REPLAY_TOLERANCE", "RECENT_TAIL", "RECENT_SECONDS"]
 
 log = Logger()
 
@@ -63,14 +65,21 @@ MAX_FUTURE = 1024
 
 #: History events kept after a backfill for the settle window, besides those
 #: overlapping the buffered stream events: the newest ones, which a stream may
-#: still deliver after the history answer arrived.
+#: still deliver after the history answer arrived. Those dated within
+#: :data:`RECENT_SECONDS` of the newest, at most this many.
 RECENT_TAIL = 1024
+#: How far before the history's newest event a late stream delivery may be dated: a
+#: stream delivers events as cAdvisor adds them, seconds after their timestamps at
+#: most (an OOM is dated up to a second early). Twice the default settle window.
+RECENT_SECONDS = 60
 
 _NO_MARK = -(1 << 80)
 _NO_EVENTS: AbstractSet = frozenset()
 _NO_LIMIT = 1 << 80
 
 TimedEvent = Tuple[Event, int]
+_event_of, _time_of = itemgetter(0), itemgetter(1)
+_type_of = attrgetter("event_type")
 
 
 class OomMemory:
@@ -270,7 +279,7 @@ class EventFingerprints:
     __slots__ = ("_hashes",)
 
     def __init__(self, events: Iterable[Event] = ()) -> None:
-        self._hashes = array("q", sorted({hash(event) for event in events}))
+        self._hashes = array("q", sorted(set(map(hash, events))))
 
     def __contains__(self, event: object) -> bool:
         key = hash(event)
@@ -368,6 +377,80 @@ class Ledger:
             self.window_evicted += 1
         return True
 
+    def offer_plain(self, run: Sequence[TimedEvent]) -> List[bool]:
+        """:meth:`offer` of each of ``run``'s events in turn, for non-OOM events: what it
+        answers for each. (OOM events, offered in between or not, change nothing it reads.)
+
+        A history's run is sorted by time and, unless the stream overlapped it, newer than
+        everything counted: then every event is accepted, moves the anchor on, and lands in
+        a generation of the overlap window that the timestamps alone decide. That case is
+        worked out from the timestamps with ``map`` and bisection, with no Python step per
+        event (a restarted exporter re-reads millions); any other goes through :meth:`offer`.
+        """
+        events = list(map(_event_of, run))
+        times = list(map(_time_of, run))
+        if not times:
+            return []
+        newest = times[-1]
+        if (self.future or times[0] <= self.anchor_ns
+                or (newest > self.horizon and self._too_far_ahead(newest))
+                or not all(map(lt, times, islice(times, 1, None)))):
+            return list(map(self.offer, events, times))
+        overlap = self._overlap_ns
+        count = len(times)
+        first = bisect_left(times, self._next_window)  # the first event starting a generation
+        starts = self._last_starts(times, first) if count <= MAX_WINDOW_EVENTS else None
+        if starts is None:  # every start, for the evictions a long run's generations may count
+            starts = _generation_starts(times, first, overlap)
+            self.window_evicted += sum(max(0, end - begin - MAX_WINDOW_EVENTS)
+                                       for begin, end in zip(starts[:-2], starts[1:-1]))
+        if not starts:
+            self._window = self._filled(self._window, events)
+        else:
+            last = starts[-1]
+            if len(starts) == 1:
+                self._previous = self._filled(self._window, events[:last])
+            else:
+                self._window = self._filled(self._window, events[:first])  # counts its evictions
+                self._previous = self._filled(_NO_EVENTS, events[starts[-2]:last])
+            self._window = self._filled(_NO_EVENTS, events[last:])
+            self._next_window = times[last] + overlap
+        self.anchor_ns = newest
+        return [True] * count
+
+    def _last_starts(self, times: List[int], first: int) -> List[int]:
+        """The last two (or only) generation starts among ``times`` (sorted, the first start
+        at ``first``; none when ``first`` is past the end), as :func:`_generation_starts` would
+        find them, without walking every generation: an event at least the overlap after the
+        one before it always starts one (the open generation ends by then), so the walk
+        begins at the last such event, or the one before it when that is the last start."""
+        count = len(times)
+        if first >= count:
+            return []
+        overlap = self._overlap_ns
+        after_gaps = list(compress(range(1, count), map(ge, map(sub, islice(times, 1, None), times), repeat(overlap))))
+        known = [first]
+        known += after_gaps[bisect_right(after_gaps, first):][-2:]
+        tail = _generation_starts(times, known[-1], overlap)
+        if len(tail) >= 2 or len(known) == 1:
+            return tail[-2:]
+        between = _generation_starts(times, known[-2], overlap, known[-1])
+        return [between[-1], known[-1]]
+
+    def _filled(self, window: AbstractSet[Event], events: List[Event]) -> AbstractSet[Event]:
+        """``window`` with ``events`` added (none of them in it yet), up to the cap; those
+        beyond it counted as evicted. A new set when ``window`` is the shared empty one."""
+        if not events:
+            return window
+        room = MAX_WINDOW_EVENTS - len(window)
+        if room < len(events):
+            self.window_evicted += len(events) - max(room, 0)
+            events = events[:max(room, 0)]
+        if window is _NO_EVENTS:
+            return set(events)
+        window.update(events)  # type: ignore[attr-defined]
+        return window
+
     def newest(self, n: int) -> List[Event]:
         """Up to ``n`` of the newest counted non-OOM events still remembered (the overlap
         window's), newest first: what a status page shows as a host's last events."""
@@ -422,6 +505,19 @@ class Ledger:
         return True
 
 
+def _generation_starts(times: List[int], first: int, overlap: int, end: Optional[int] = None) -> List[int]:
+    """Where the overlap window's generations start among ``times`` (sorted) from ``first``
+    (a start) up to ``end``: each is the first event at or after the previous start plus
+    ``overlap``."""
+    end = len(times) if end is None else end
+    starts = []
+    start = first
+    while start < end:
+        starts.append(start)
+        start = bisect_left(times, times[start] + overlap, start + 1)
+    return starts
+
+
 def oom_partner(timed: Sequence[TimedEvent], index: int) -> Optional[Event]:
     """For the ``oom`` at ``timed[index]``: the ``oomKill`` next to it with the same timestamp."""
     ns = timed[index][1]
@@ -461,7 +557,7 @@ def merge_backfill(
       that ignores ``start_time``) and is dropped.
     - A buffered stream event identical to a history event of this answer is
       dropped (looked up among history events not older than the oldest
-      buffered event, plus the newest :data:`RECENT_TAIL`).
+      buffered event, plus the newest ones: see :data:`RECENT_TAIL`).
     - Everything else is offered to ``ledger``.
 
     ``count`` is called once per accepted event, history first, in order.
@@ -485,31 +581,36 @@ def merge_backfill_steps(
     history: List[TimedEvent],
     take_buffered: Callable[[], Tuple[Sequence[TimedEvent], Optional[int]]],
     count: Callable[[Event], None],
+    count_many: Optional[Callable[[List[Event]], None]] = None,
 ) -> Generator[None, None, Backfill]:
     """:func:`merge_backfill` as a generator that pauses after every :data:`STEP_EVENTS`
     history events and returns its :class:`Backfill`: a big history is counted over many
     reactor turns. The stream events buffered meanwhile are taken (``take_buffered()``:
     the events and the oldest one's timestamp) at the end, in the last step.
+
+    With ``count_many`` (a sink's way to count a list of events as ``count`` would one by
+    one), each step's non-OOM events are offered at once (:meth:`Ledger.offer_plain`) and
+    its accepted events counted at once: the same result, with no Python step per event
+    where the ledger and the sink can avoid one.
     """
     result = Backfill()
-    for index, (event, ns) in enumerate(history):
-        if index % STEP_EVENTS == STEP_EVENTS - 1:
+    begin = 0
+    for end in chain(range(STEP_EVENTS - 1, len(history), STEP_EVENTS), (len(history),)):
+        if begin:
             yield None
-        if start_ns is not None and ns < start_ns:
-            result.dropped += 1
-            continue
-        partner = oom_partner(history, index) if event.event_type == "oom" else None
-        if not ledger.offer(event, ns, partner):
-            result.dropped += 1
-            continue
-        count(event)
-        result.backfilled += 1
+        if count_many is None:
+            _merge_each(ledger, start_ns, history, range(begin, end), count, result)
+        else:
+            _merge_step(ledger, start_ns, history, begin, end, count_many, result)
+        begin = end
     buffered, oldest_buffered = take_buffered()
     if history:
-        cutoff = min(ns for _, ns in history[-RECENT_TAIL:])
+        times = list(map(_time_of, history))
+        cutoff = max(min(times[-RECENT_TAIL:]), max(times) - RECENT_SECONDS * NS_PER_SECOND)
         if oldest_buffered is not None and oldest_buffered < cutoff:
             cutoff = oldest_buffered
-        result.recent = EventFingerprints(event for event, ns in history if ns >= cutoff)
+        result.recent = EventFingerprints(compress(map(_event_of, history), map(ge, times, repeat(cutoff))))
+        del times
     recent = result.recent
     for index, (event, ns) in enumerate(buffered):
         partner = oom_partner(buffered, index) if event.event_type == "oom" else None
@@ -519,3 +620,50 @@ def merge_backfill_steps(
         count(event)
         result.from_buffer += 1
     return result
+
+
+def _merge_each(ledger: Ledger, start_ns: Optional[int], history: List[TimedEvent], indexes: Iterable[int],
+                count: Callable[[Event], None], result: Backfill) -> None:
+    """Offer the history events at ``indexes`` one by one; count what the ledger accepts."""
+    for index in indexes:
+        event, ns = history[index]
+        if start_ns is not None and ns < start_ns:
+            result.dropped += 1
+            continue
+        partner = oom_partner(history, index) if event.event_type == "oom" else None
+        if not ledger.offer(event, ns, partner):
+            result.dropped += 1
+            continue
+        count(event)
+        result.backfilled += 1
+
+
+def _merge_step(ledger: Ledger, start_ns: Optional[int], history: List[TimedEvent], begin: int, end: int,
+                count_many: Callable[[List[Event]], None], result: Backfill) -> None:
+    """History events ``begin`` to ``end`` as :func:`_merge_each` merges them, counted by
+    ``count_many``: OOMs and events older than ``start_ns`` are offered one by one, the
+    others all at once (:meth:`Ledger.offer_plain`)."""
+    step = history[begin:end]
+    special = list(map(OOM_TYPES.__contains__, map(_type_of, map(_event_of, step))))
+    if start_ns is not None:
+        special = list(map(or_, special, map(gt, repeat(start_ns), map(_time_of, step))))
+    if True not in special:
+        accepted = ledger.offer_plain(step)
+    else:
+        plain = list(compress(range(len(step)), map(not_, special)))
+        one_by_one = list(compress(range(len(step)), special))
+        accepted = special  # (each replaced below by its verdict)
+        for index, verdict in zip(plain, ledger.offer_plain(list(map(step.__getitem__, plain)))):
+            accepted[index] = verdict
+        for index in one_by_one:
+            event, ns = step[index]
+            if start_ns is not None and ns < start_ns:
+                accepted[index] = False
+                continue
+            partner = oom_partner(history, begin + index) if event.event_type == "oom" else None
+            accepted[index] = ledger.offer(event, ns, partner)
+    counted = list(compress(map(_event_of, step), accepted))
+    result.backfilled += len(counted)
+    result.dropped += len(step) - len(counted)
+    if counted:
+        count_many(counted)

@@ -7,6 +7,7 @@ so every interleaving of events and spec answers is chosen here.
 from __future__ import annotations
 
 import collections
+import random
 
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer
@@ -386,3 +387,57 @@ class StoreDouble:
 
     def render_into(self, out, openmetrics=False):
         out.append("# TYPE cadvisor_events_spec_requests_total counter\ncadvisor_events_spec_requests_total 0\n")
+
+
+class CountManyTests(unittest.TestCase):
+    """:meth:`HostEnricher.count_many` leaves everything as :meth:`HostEnricher.count` one by one
+    leaves it: series and values, OOM kill series, deletion records, what the specs were told,
+    what waits; with or without specs, with spec fetches pending, with the series cap reached."""
+
+    CGROUPS = [API, SIDECAR, API_AGAIN, POD, RAW, "/"]
+    KINDS = ["containerCreation", "containerDeletion", "oom", "oomKill", "containerUpdate"]
+
+    def make(self, with_specs, max_series):
+        clock = Clock()
+        clock.advance(100)
+        counters = EventCounters(clock, series_ttl=100, max_series=max_series)
+        kills = OomKills(clock, series_ttl=100)
+        specs = None
+        if with_specs:
+            specs = SpecsDouble()
+            specs.learn(API, API_ID)
+            specs.learn(POD, POD_ID)
+            specs.fetches[SIDECAR] = []  # a fetch under way: its first events wait for it
+        return HostEnricher(counters.host("h:1"), kills.host("h:1"), specs, clock), counters, kills, specs
+
+    @staticmethod
+    def state(enricher, counters, kills, specs):
+        host = counters.hosts["h:1"]
+        return (counters.render(), sorted(host.values().items()), dict(host.deleted),
+                kills.hosts["h:1"].values(), kills.hosts["h:1"].node_kills,
+                None if specs is None else list(specs.deletions), enricher.waiting_events,
+                enricher._held, enricher._last_oom, counters.evicted)
+
+    def test_same_as_one_by_one(self):
+        """Two thousand seeded random histories of a few containers (so that creations,
+        deletions and OOMs of one container meet), counted in random chunks."""
+        rng = random.Random(20261205)
+        for trial in range(2000):
+            drawn = sorted((rng.randint(1, 6), rng.randrange(len(self.CGROUPS)), rng.randrange(len(self.KINDS)),
+                            rng.choice(["java", "sh"])) for _ in range(rng.randrange(16)))
+            events = [ev(self.CGROUPS[cgroup], self.KINDS[kind], second,
+                         process if self.KINDS[kind] == "oomKill" else None) for second, cgroup, kind, process in drawn]
+            with_specs, max_series = rng.random() < 0.5, rng.choice([10_000, 8])
+            chunk, answer = rng.randint(1, 12), rng.random() < 0.5
+            one = self.make(with_specs, max_series)
+            many = self.make(with_specs, max_series)
+            for event in events:
+                one[0].count(event)
+            for start in range(0, len(events), chunk):
+                many[0].count_many(events[start:start + chunk])
+            for enricher, counters, kills, specs in (one, many):
+                if answer and specs is not None:
+                    specs.answer(SIDECAR, SIDECAR_ID)
+                enricher.caught_up()
+            self.assertEqual(self.state(*many), self.state(*one), f"trial {trial}: {drawn}, specs {with_specs}, "
+                             f"cap {max_series}, chunks of {chunk}")

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import datetime
+import random
 import tracemalloc
 
 import msgspec
+from hypothesis import given, settings, strategies as st
 from twisted.trial import unittest
+
+from cadvisor_events import ledger as ledger_module
 
 from cadvisor_events.event import NS_PER_SECOND, Event, decode_event, format_timestamp, timestamp_ns
 from cadvisor_events.ledger import (
-    MAX_OOMS, MAX_WINDOW_EVENTS, OOM_RETENTION, RECENT_TAIL, EventFingerprints, Ledger, OomMemory, merge_backfill,
-    oom_partner,
+    MAX_OOMS, MAX_WINDOW_EVENTS, OOM_RETENTION, RECENT_SECONDS, RECENT_TAIL, EventFingerprints, Ledger, OomMemory, merge_backfill,
+    merge_backfill_steps, oom_partner,
 )
 
 BASE = datetime.datetime(2026, 11, 24, 20, 0, 0, tzinfo=datetime.timezone.utc)
@@ -272,12 +276,23 @@ class OverlapTests(unittest.TestCase):
         self.assertEqual(len(EventFingerprints(event for event, _ in history + history)), 50)
 
     def test_recent_history_tail_is_bounded(self):
-        history = [timed(make("/docker/a", "containerCreation", at(i))) for i in range(3000)]
+        """The newest events, at most RECENT_TAIL of them, within RECENT_SECONDS of the newest;
+        and every one from the oldest buffered stream event on."""
+        history = [timed(make("/docker/a", "containerCreation", at(i / 100))) for i in range(3000)]
         result = merge_backfill(Ledger(), None, history, [], None, Counted())
         self.assertEqual(len(result.recent), RECENT_TAIL)
         result = merge_backfill(Ledger(), None, history, [history[100]], history[100][1], Counted())
         self.assertEqual(len(result.recent), 2900)
         self.assertEqual(result.dropped, 1)
+
+    def test_recent_history_is_the_last_minute_of_it(self):
+        history = [timed(make("/docker/a", "containerCreation", at(i))) for i in range(3000)]
+        result = merge_backfill(Ledger(), None, history, [], None, Counted())
+        self.assertEqual(len(result.recent), RECENT_SECONDS + 1)
+        self.assertIn(history[-RECENT_SECONDS - 1][0], result.recent)
+        self.assertNotIn(history[-RECENT_SECONDS - 2][0], result.recent)
+        result = merge_backfill(Ledger(), None, history, [history[100]], history[100][1], Counted())
+        self.assertEqual(len(result.recent), 2900)
 
 
 class NewestTests(unittest.TestCase):
@@ -291,3 +306,91 @@ class NewestTests(unittest.TestCase):
         self.assertEqual([event.container_name for event in newest], ["/docker/29", "/docker/28", "/docker/27"])
         self.assertEqual(len(ledger.newest(100)), len(ledger._window) + len(ledger._previous))
         self.assertEqual(Ledger().newest(5), [])
+
+
+class OfferPlainTests(unittest.TestCase):
+    """:meth:`Ledger.offer_plain` answers and leaves the ledger as :meth:`Ledger.offer` one by one."""
+
+    @staticmethod
+    def state(ledger):
+        return (ledger.anchor_ns, ledger._next_window, set(ledger._window), set(ledger._previous),
+                ledger.window_evicted, ledger.future_counted, dict(ledger.future))
+
+    def check(self, before, run, overlap=1.0, now=None):
+        one, many = (Ledger(overlap=overlap, now=now, max_skew=5.0 if now else 0.0) for _ in range(2))
+        for ledger in (one, many):
+            for event, ns in before:
+                ledger.offer(event, ns)
+        self.assertEqual(self.state(one), self.state(many))
+        expected = [one.offer(event, ns) for event, ns in run]
+        self.assertEqual(many.offer_plain(run), expected)
+        self.assertEqual(self.state(many), self.state(one))
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 3000)), max_size=40),
+           st.lists(st.tuples(st.integers(0, 5), st.integers(0, 3000)), max_size=60),
+           st.sampled_from([0.0, 0.5, 1.0, 7.0]), st.booleans())
+    def test_same_as_one_by_one(self, before, run, overlap, sort):
+        def events(pairs):
+            timed = [(make(f"/docker/{name}", "containerCreation", at(ms / 1000)), at(ms / 1000)) for name, ms in pairs]
+            return sorted(timed, key=lambda pair: pair[1]) if sort else timed
+        self.check(events(before), events(run), overlap)
+
+    def test_a_sparse_history_and_a_dense_one(self):
+        sparse = [timed(make(f"/docker/{i % 7}", "containerCreation", at(i * 1.5))) for i in range(300)]
+        dense = [timed(make(f"/docker/{i % 7}", "containerDeletion", at(500 + i / 300))) for i in range(900)]
+        # Bursts of events 0.4 s apart (several generations each), 10 s between bursts.
+        bursts = [timed(make(f"/docker/{i % 7}", "containerDeletion", at(2000 + (i // 6) * 10 + (i % 6) * 0.4)))
+                  for i in range(60)]
+        for run in (sparse, dense, bursts, bursts[:-5], sparse + dense + bursts):
+            self.check([], run)
+            self.check(sparse[:3], run[3:])
+
+    def test_window_caps(self):
+        self.patch(ledger_module, "MAX_WINDOW_EVENTS", 3)
+        run = [timed(make(f"/docker/{i}", "containerCreation", at(i // 10 + i / 1000))) for i in range(60)]
+        self.check([], run)
+        self.check(run[:5], run[5:])
+
+    def test_future_events(self):
+        clock = [BASE.timestamp() + 10]
+        run = [timed(make(f"/docker/{i}", "containerCreation", at(i * 3))) for i in range(20)]
+        self.check([], run, now=lambda: clock[0])
+
+
+class MergeManyTests(unittest.TestCase):
+    """A merge whose sink counts lists of events (``count_many``) offers and counts what a
+    merge one event at a time does, in the same order, and leaves the ledger the same."""
+
+    def test_same_as_one_by_one(self):
+        rng = random.Random(5)
+        kinds = ["containerCreation", "containerDeletion", "oom", "oomKill", "containerUpdate"]
+        for trial in range(300):
+            events = []
+            for _ in range(rng.randrange(700)):
+                kind = rng.choice(kinds)
+                ms = rng.randrange(600_000)
+                process = rng.choice(["java", "sh"]) if kind == "oomKill" else None
+                events.append(timed(make(f"/docker/{rng.randrange(4)}", kind, at(ms / 1000), process, 7)))
+                if rng.random() < 0.05:
+                    events.append(events[-1])  # the same event twice
+            events.sort(key=lambda pair: pair[1])
+            start_ns = rng.choice([None, at(100)])
+            before = [timed(make("/docker/0", "containerCreation", at(rng.randrange(200))))]
+            results = []
+            for many in (False, True):
+                ledger = Ledger()
+                for event, ns in before:
+                    ledger.offer(event, ns)
+                counted = []
+                steps = merge_backfill_steps(ledger, start_ns, events, lambda: ([], None), counted.append,
+                                             counted.extend if many else None)
+                while True:
+                    try:
+                        next(steps)
+                    except StopIteration as done:
+                        result = done.value
+                        break
+                results.append((counted, result.backfilled, result.dropped, OfferPlainTests.state(ledger),
+                                len(ledger.ooms)))
+            self.assertEqual(results[1], results[0], f"trial {trial}")
