@@ -20,7 +20,9 @@ type.
 
 Measured while the exporter starts, from a separate process so its own work does not delay
 the figures: ``GET /-/healthy`` every ``--healthy-interval`` (0.2 s), each answer's latency;
-``GET /metrics`` back to back on fresh connections, each read whole, its latency (request to
+``GET /metrics`` every ``--scrape-interval`` (15 s: an HA pair of Prometheus servers at the
+30 s of deploy/prometheus/scrape-config.yml; 0 scrapes back to back, a load no Prometheus
+puts on a target) on fresh connections, each read whole, its latency (request to
 last byte) and size. In this process: VmRSS every 0.1 s, then VmHWM; the simulator's log (phases);
 ``/targets?state=up&limit=1`` every 0.5 s until every host is ``up`` (its history counted,
 its stream open) and ``cadvisor_events_target_up`` sums to the fleet. Then, all probes
@@ -210,12 +212,13 @@ def _probe_loop(port: int, path: bytes, interval: float, stop, out: list) -> Non
             stop.wait(max(0.0, interval - took))
 
 
-def probes(port: int, healthy_interval: float, stop, results) -> None:
-    """``/-/healthy`` polls and back-to-back ``/metrics`` scrapes until ``stop``; lists into ``results``."""
+def probes(port: int, healthy_interval: float, scrape_interval: float, stop, results) -> None:
+    """``/-/healthy`` polls and ``/metrics`` scrapes (back to back with ``scrape_interval`` 0)
+    until ``stop``; lists into ``results``."""
     healthy: list = []
     scrapes: list = []
     threads = [threading.Thread(target=_probe_loop, args=(port, b"/-/healthy", healthy_interval, stop, healthy)),
-               threading.Thread(target=_probe_loop, args=(port, b"/metrics", 0.0, stop, scrapes))]
+               threading.Thread(target=_probe_loop, args=(port, b"/metrics", scrape_interval, stop, scrapes))]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -369,7 +372,7 @@ def one_run(args, workdir: str, base_rss: Optional[int]) -> dict:
         print(f"history: {sum(expected.values()):,} events, {len(expected)} series per host; "
               f"{series:,} series in all")
         prefix = os.path.join(workdir, "exporter")
-        prober = multiprocessing.Process(target=probes, args=(port, args.healthy_interval, stop, sender))
+        prober = multiprocessing.Process(target=probes, args=(port, args.healthy_interval, args.scrape_interval, stop, sender))
         wall0 = time.time()
         started = time.monotonic()
         exporter = instrumented_exporter(workdir, port, prefix, "--targets-file", path, "--max-series",
@@ -434,7 +437,7 @@ def one_run(args, workdir: str, base_rss: Optional[int]) -> dict:
     print(f"  /-/healthy: {len(healthy)} polls, worst {worst_healthy:.2f} s, "
           f"{sum(1 for h in healthy if h[1] > BUDGET_HEALTHY)} over {BUDGET_HEALTHY:g} s, "
           f"non-200: {sum(1 for h in healthy if h[2] != 200)}")
-    print(f"  /metrics: {len(scrapes)} scrapes back to back, worst {worst_scrape:.2f} s, largest "
+    print(f"  /metrics: {len(scrapes)} scrapes, worst {worst_scrape:.2f} s, largest "
           f"{max((s[3] for s in full_scrapes), default=0) / 1e6:.0f} MB; latencies: "
           + ", ".join(f"{s[1]:.1f}" for s in scrapes[:60]) + (", ..." if len(scrapes) > 60 else ""))
     print(f"  bytes per series: {peak / series:,.0f} peak RSS / series"
@@ -474,6 +477,9 @@ def main() -> int:
     parser.add_argument("--containers", type=int, default=20, help="containers the history is over")
     parser.add_argument("--max-series", type=int, default=2_000_000, help="the exporter's --max-series")
     parser.add_argument("--healthy-interval", type=float, default=0.2)
+    parser.add_argument("--scrape-interval", type=float, default=15.0,
+                        help="seconds from one /metrics scrape's start to the next (0: back to back); "
+                             "the default is an HA pair of Prometheus servers at deploy/'s 30 s")
     parser.add_argument("--timeout", type=float, default=600, help="seconds until every host must be up")
     parser.add_argument("--baseline", action="store_true",
                         help="first measure the settled RSS of the same fleet with no history (bytes per series)")
