@@ -31,6 +31,7 @@ caller counts what :meth:`Ledger.offer` accepts.
 from __future__ import annotations
 
 import heapq
+import struct
 from array import array
 from bisect import bisect_left, bisect_right
 from itertools import chain, compress, islice, repeat
@@ -190,17 +191,17 @@ class OomMemory:
 
 
 class _OomTable:
-    """Remembered OOMs of one kind, each as (key hash, timestamp) twice: sorted by key then
-    time, for lookups in logarithmic time however many OOMs fall within a second (a flood),
-    and sorted by time, to forget the oldest. Four machine words an OOM."""
+    """Remembered OOMs of one kind, as (key hash, timestamp) sorted by key then time, for
+    lookups in logarithmic time however many OOMs fall within a second (a flood), and their
+    timestamps sorted, to forget the oldest (found among the keys' timestamps by a search of
+    their machine words). Three machine words an OOM."""
 
-    __slots__ = ("keys", "key_times", "times", "time_keys")
+    __slots__ = ("keys", "key_times", "times")
 
     def __init__(self) -> None:
         self.keys = array("q")
         self.key_times = array("q")
         self.times = array("q")
-        self.time_keys = array("q")
 
     def _range(self, key: int) -> Tuple[int, int]:
         """Where ``key``'s entries are in :attr:`keys` (an empty range when there are none)."""
@@ -242,18 +243,26 @@ class _OomTable:
         times = self.times
         if not times or ns >= times[-1]:
             times.append(ns)
-            self.time_keys.append(key)
         else:
-            index = bisect_right(times, ns)
-            times.insert(index, ns)
-            self.time_keys.insert(index, key)
+            times.insert(bisect_right(times, ns), ns)
 
     def drop_oldest(self) -> None:
-        ns, key = self.times[0], self.time_keys[0]
-        del self.times[0], self.time_keys[0]
-        low, high = self._range(key)
-        index = bisect_left(self.key_times, ns, low, high)
+        """Forget an OOM with the oldest timestamp (any one of them, when several share it)."""
+        ns = self.times[0]
+        del self.times[0]
+        words = self.key_times.tobytes()
+        needle = _WORD.pack(ns)
+        found = words.find(needle)
+        while found > 0 and found % _WORD.size:  # a match across two words: not this timestamp
+            found = words.find(needle, found + 1)
+        if found < 0:
+            raise RuntimeError(f"remembered OOM times out of step: {ns} not among their keys'")
+        index = found // _WORD.size
         del self.keys[index], self.key_times[index]
+
+
+#: One remembered timestamp as :class:`_OomTable`'s arrays hold it (a machine word).
+_WORD = struct.Struct("=q")
 
 
 def _kill_key(event: Event) -> int:

@@ -156,7 +156,7 @@ class ReplayTests(unittest.TestCase):
         finally:
             tracemalloc.stop()
         self.assertEqual(len(memory), MAX_OOMS)
-        self.assertLess(held / MAX_OOMS, 40)  # two 8-byte words each, and the arrays' slack
+        self.assertLess(held / MAX_OOMS, 30)  # three 8-byte words each, and the arrays' slack
         (oom, ns), (killed, _) = pairs[7]
         self.assertFalse(memory.offer(killed, ns + NS_PER_SECOND // 2))  # still recognised
         self.assertFalse(memory.offer(oom, ns + NS_PER_SECOND // 2, killed))
