@@ -27,7 +27,7 @@ __all__ = ["BackfillQueue", "SLICE_SECONDS"]
 log = Logger()
 
 #: Wall seconds of backfill work per reactor turn, at most (a step started is finished).
-SLICE_SECONDS = 0.01
+SLICE_SECONDS = 0.008
 
 
 class _Deadline:
