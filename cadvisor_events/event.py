@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import datetime
 import re
-from itertools import repeat
-from operator import add, attrgetter, itemgetter
+from itertools import islice, repeat
+from operator import add, attrgetter, itemgetter, le
 from typing import Iterable, Optional, Tuple
 
 import msgspec
@@ -238,7 +238,8 @@ def parse_history(body: bytes) -> tuple[list[tuple[Event, int]], int]:
                 timed.append((event, timestamp_ns(event.timestamp)))
             except InvalidEvent:
                 invalid += 1
-    timed.sort(key=itemgetter(1))
+    if times is None or not all(map(le, times, islice(times, 1, None))):  # (cAdvisor sorts them)
+        timed.sort(key=itemgetter(1))
     return timed, invalid
 
 

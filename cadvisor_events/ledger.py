@@ -661,9 +661,11 @@ def _merge_step(ledger: Ledger, start_ns: Optional[int], history: List[TimedEven
     else:
         plain = list(compress(range(len(step)), map(not_, special)))
         one_by_one = list(compress(range(len(step)), special))
-        accepted = special  # (each replaced below by its verdict)
-        for index, verdict in zip(plain, ledger.offer_plain(list(map(step.__getitem__, plain)))):
-            accepted[index] = verdict
+        verdicts = ledger.offer_plain(list(map(step.__getitem__, plain)))
+        accepted = list(map(not_, special))  # each special one replaced below by its verdict
+        if False in verdicts:
+            for index, verdict in zip(plain, verdicts):
+                accepted[index] = verdict
         for index in one_by_one:
             event, ns = step[index]
             if start_ns is not None and ns < start_ns:
