@@ -30,7 +30,7 @@ import datetime
 import json
 import re
 from itertools import chain, compress, repeat, starmap
-from operator import attrgetter, ne, not_, sub
+from operator import attrgetter, itemgetter, ne, not_, sub
 from typing import Annotated, Iterator, Mapping, Optional, Union
 
 import msgspec
@@ -431,41 +431,52 @@ def _go_parses_times(stamps: list[msgspec.Raw]) -> bool:
 def _render_string_keyed(keys: list[str], values: list[int], slow: dict[str, int]) -> bytes:
     """:func:`render_seed_counts` of string-keyed counts, whole-text.
 
-    The sorted plain keys get their line ends by value and are joined with
-    the line start between them; NUL becomes ``",id="`` in one replace of
-    the encoded text. The keys with a process name (a minority: OOM kills)
-    are sorted apart (so that the plain keys, ASCII as a rule, sort by
-    memcmp), placed among the plain ones by bisection as SOH marks, rendered
-    one by one (escaped) and put in place of the marks. Only those keys are
-    touched one at a time. The arguments are emptied on the way.
+    The sorted plain keys are interleaved with their line ends (by value, each
+    followed by the next line's start) and joined once; NUL becomes
+    ``",id="`` in one replace of the encoded text. The keys with a process
+    name (a minority: OOM kills) are sorted apart (so that the plain keys,
+    ASCII as a rule, sort by memcmp), placed among the plain ones by
+    bisection as SOH marks, rendered together (each a join of its parts,
+    its process escaped) and put in place of the marks. Only the placing
+    takes a Python step per key with a process name. The arguments are
+    emptied on the way.
     """
     if max(values, default=0) < len(_PLAIN_ENDINGS):
-        lines = list(map(str.__add__, keys, map(_PLAIN_ENDINGS.__getitem__, values)))
+        ends = list(map(_ENDS_THEN_START.__getitem__, values))
     else:
-        lines = [f'{key}",oom_process=""}} {format_value(value)}\n' for key, value in zip(keys, values)]
+        ends = [f'",oom_process=""}} {format_value(value)}\n{_LINE_START}' for value in values]
     values.clear()
-    slow_lines = []
+    slow_lines: list[bytes] = []
     if slow:
         slow_keys = sorted(slow)
-        merged: list[str] = []
+        merged_keys: list[str] = []
+        merged_ends: list[str] = []
         previous = 0
-        for key, position in zip(slow_keys, map(bisect.bisect_right, repeat(keys), slow_keys)):
-            merged += lines[previous:position]
-            merged.append(_SLOW_MARK)
+        for position in map(bisect.bisect_right, repeat(keys), slow_keys):
+            merged_keys += keys[previous:position]
+            merged_ends += ends[previous:position]
+            merged_keys.append(_SLOW_MARK)
+            merged_ends.append(_LINE_START)
             previous = position
-            event_type, _, rest = key.partition("\0")
-            name, _, process = rest.partition(_SLOW_MARK)
-            slow_lines.append(
-                f'{event_type}",id="{name}",oom_process="{escape_label_value(process)}"}} '
-                f"{format_value(slow[key])}\n".encode()
-            )
-        merged += lines[previous:]
-        lines = merged
+        merged_keys += keys[previous:]
+        merged_ends += ends[previous:]
+        keys.clear()
+        keys, ends = merged_keys, merged_ends
+        counts = list(map(slow.__getitem__, slow_keys))
         slow.clear()
+        heads = list(map(str.partition, slow_keys, repeat(_SLOW_MARK)))  # (type NUL name, SOH, process)
+        del slow_keys
+        labels = list(map(str.partition, map(_first_part, heads), repeat("\0")))  # (type, NUL, name)
+        slow_ends = (map(_SLOW_ENDINGS.__getitem__, counts) if max(counts) < len(_SLOW_ENDINGS)
+                     else (f'"}} {format_value(count)}\n' for count in counts))
+        slow_lines = list(map(str.encode, map("".join, zip(
+            map(_first_part, labels), repeat('",id="'), map(_third_part, labels), repeat('",oom_process="'),
+            map(escape_label_value, map(_third_part, heads)), slow_ends))))
+        del heads, labels, counts
+    ends[-1] = ends[-1][: -len(_LINE_START)]  # nothing starts after the last line
+    text = "".join(chain((family_header().decode() + _LINE_START,), chain.from_iterable(zip(keys, ends)))).encode()
     keys.clear()
-    lines[0] = family_header().decode() + _LINE_START + lines[0]
-    text = _LINE_START.join(lines).encode()
-    del lines
+    del ends
     text = text.replace(b"\0", b'",id="')
     if not slow_lines:
         return text
@@ -478,6 +489,13 @@ def _render_string_keyed(keys: list[str], values: list[int], slow: dict[str, int
         start = end + 1
     pieces.append(whole[start:])
     return b"".join(pieces)  # type: ignore[arg-type]
+
+
+#: A plain line's end by value, and the next line's start.
+_ENDS_THEN_START = [ending + _LINE_START for ending in _PLAIN_ENDINGS]
+#: The end of a line with an oom_process, by value.
+_SLOW_ENDINGS = ['"} %d\n' % value for value in range(4096)]
+_first_part, _third_part = itemgetter(0), itemgetter(2)
 
 
 # The exact path: Go's scanner and decoder written out, a Python loop per
