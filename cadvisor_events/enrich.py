@@ -210,12 +210,11 @@ class HostEnricher:
         An event of a series that exists already, with no kill held and nothing waiting,
         only adds one to that series' value and marks it updated: those values are
         gathered and added once per series at the end (:meth:`HostCounters.add_counts`),
-        and their creations and deletions
-        noted before the next event that takes the whole way (an OOM, a series' first
-        event), which may read them. Everything else goes through :meth:`count` in its
-        turn, so births, pairings and waits happen in the same order. Near the series cap,
-        where a birth could evict a series whose value waits to be added, every event goes
-        through :meth:`count`.
+        and their creations and deletions are noted before the next event that takes the
+        whole way (an OOM, a series' first event), which may read them. Everything else
+        goes through :meth:`count` in its turn, so births, pairings and waits happen in
+        the same order. Near the series cap, where a birth could evict a series whose
+        value waits to be added, every event goes through :meth:`count`.
         """
         counters = self.counters
         if not counters.has_room(len(events)):
@@ -249,7 +248,7 @@ class HostEnricher:
         series: the container's deletion record, the specs' retention, the kill series of a
         container created (without specs)."""
         deleted = self.counters.deleted
-        now = self.counters._clock.seconds()
+        now = self._clock.seconds()
         specs = self.specs
         for event in events:
             name = event.container_name
