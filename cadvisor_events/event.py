@@ -140,11 +140,9 @@ def count_events(events: Iterable[Event]) -> dict[CountingKey, int]:
 
 
 _EPOCH = datetime.datetime(1970, 1, 1)
-_SECOND_CACHE_LIMIT = 65536
-
-
 # "YYYY-MM-DDTHH:MM:SS" + zone -> nanoseconds since the epoch of that whole second.
 _second_ns: dict[str, int] = {}
+_SECOND_CACHE_LIMIT = 65536
 _FRACTION_SCALE = (0, 100_000_000, 10_000_000, 1_000_000, 100_000, 10_000, 1_000, 100, 10, 1)
 # The whole second and zone of the last timestamp that went through the cache, and its value;
 # the minute (with its colon) and the value of its first second.
